@@ -1,0 +1,23 @@
+"""Declarative NAS search spaces: one YAML file per space, from which everything else is derived.
+
+From a space file this package derives the architecture type (validated JSON with a canonical form and a
+stable hash), concrete PyTorch modules and their ONNX export, an NNI 3.0 ``ModelSpace``, an nnictl search
+space, and random/balanced samplers.
+"""
+
+from nni_hwaware.spaces.builders import build_module, example_input
+from nni_hwaware.spaces.export import export_onnx
+from nni_hwaware.spaces.sampling import STRATEGIES, sample_architectures
+from nni_hwaware.spaces.schema import Architecture, SearchSpace, list_spaces, load_space
+
+__all__ = [
+    "STRATEGIES",
+    "Architecture",
+    "SearchSpace",
+    "build_module",
+    "example_input",
+    "export_onnx",
+    "list_spaces",
+    "load_space",
+    "sample_architectures",
+]

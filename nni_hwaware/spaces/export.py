@@ -1,0 +1,74 @@
+"""ONNX export of one architecture, written atomically so a failed export never leaves a partial file."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nni_hwaware.errors import HwAwareError
+from nni_hwaware.spaces.builders import build_module, example_input
+from nni_hwaware.spaces.schema import SearchSpace
+
+OPSET = 17
+
+
+def module_to_onnx_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
+    """Export a module to ONNX (TorchScript exporter, opset 17, input ``input``, output ``output``)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
+            input_names=["input"], output_names=["output"],
+        )
+    return buffer.getvalue()
+
+
+def write_atomically(path: str | Path, data: bytes) -> Path:
+    """Write bytes to ``path`` through a temporary file in the same folder, so readers never see half a file."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise HwAwareError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise HwAwareError(f"cannot write {path}: {exc.strerror}; choose a writable location") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise HwAwareError(f"cannot write {path}: {exc.strerror}; choose a writable location") from None
+    return path
+
+
+def export_onnx(
+    space: SearchSpace,
+    arch: Any,
+    out: str | Path | None = None,
+    *,
+    input_size: int | None = None,
+    width_mult: float | None = None,
+    num_classes: int | None = None,
+) -> bytes:
+    """Build an architecture and export it to ONNX; write it to ``out`` if given and return the bytes.
+
+    Examples
+    --------
+    >>> from nni_hwaware.spaces import load_space
+    >>> space = load_space("convnet")
+    >>> onnx_bytes = export_onnx(space, space.default_architecture(), input_size=32)
+    """
+    model = build_module(space, arch, input_size=input_size, width_mult=width_mult, num_classes=num_classes)
+    data = module_to_onnx_bytes(model, example_input(space, input_size))
+    if out is not None:
+        write_atomically(out, data)
+    return data

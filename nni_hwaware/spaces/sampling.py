@@ -1,0 +1,147 @@
+"""Random and balanced sampling of architectures, as in the ESM paper (Sec. II-C).
+
+*Random* draws every unit's depth uniformly and independently, so the total block count clusters around the
+middle of its range (central limit theorem). *Balanced* splits the total block count range into ``bins``
+equal ranges and draws the same number of architectures in each (``n // bins``; the remainder is drawn at
+random): within a bin, the total depth is uniform over the bin's integers and the split of that total over
+the units is uniform over all valid splits. Block choices are uniform in both strategies.
+
+The same ``(space, n, seed, strategy, bins)`` always gives the same architectures in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from functools import lru_cache
+
+import numpy as np
+
+from nni_hwaware.errors import HwAwareError
+from nni_hwaware.spaces.schema import Architecture, SearchSpace, bin_edges
+
+STRATEGIES = ("random", "balanced")
+DEFAULT_BINS = 5
+
+
+def sample_architectures(
+    space: SearchSpace,
+    n: int,
+    *,
+    seed: int = 0,
+    strategy: str = "random",
+    bins: int = DEFAULT_BINS,
+    exclude: Iterable[str] = (),
+) -> list[Architecture]:
+    """Draw ``n`` distinct architectures of a space.
+
+    Parameters
+    ----------
+    space
+        The search space.
+    n
+        How many architectures.
+    seed
+        Seed of the random generator; the same arguments give the same list.
+    strategy
+        ``"random"`` or ``"balanced"``.
+    bins
+        Number of equal ranges of the total block count (balanced sampling only).
+    exclude
+        Hashes (:meth:`SearchSpace.arch_hash`) of architectures not to return, e.g. ones already measured.
+
+    Examples
+    --------
+    >>> from nni_hwaware.spaces import load_space
+    >>> archs = sample_architectures(load_space("resnet"), 10, seed=1, strategy="balanced", bins=5)
+    >>> len(archs)
+    10
+    """
+    if strategy not in STRATEGIES:
+        raise HwAwareError(f"unknown sampling strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise HwAwareError(f"--n must be a non-negative integer, got {n!r}")
+    if strategy == "balanced" and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 1):
+        raise HwAwareError(f"--bins must be a positive integer, got {bins!r}")
+    rng = np.random.default_rng(seed)
+    if strategy == "random":
+        totals: list[int | None] = [None] * n
+    else:
+        lo, hi = space.min_total_depth, space.max_total_depth
+        bins = min(bins, hi - lo + 1)
+        totals = []
+        for b in range(bins):
+            totals += [int(rng.choice(_bin_members(lo, hi, bins, b))) for _ in range(n // bins)]
+        totals += [None] * (n - len(totals))
+        rng.shuffle(totals)  # type: ignore[arg-type]
+    seen = set(exclude)
+    out: list[Architecture] = []
+    for total in totals:
+        for _attempt in range(1000):
+            arch = _draw(space, rng, total)
+            key = space.arch_hash(arch)
+            if key not in seen:
+                seen.add(key)
+                out.append(arch)
+                break
+        else:
+            raise HwAwareError(
+                f"could not find {n} distinct architectures of {space.name!r} (only {len(out)} found); "
+                "ask for fewer"
+            )
+    return out
+
+
+def _bin_members(lo: int, hi: int, bins: int, b: int) -> list[int]:
+    edges = bin_edges(lo, hi, bins)
+    members = [t for t in range(lo, hi + 1) if (edges[b] < t or (b == 0 and t == lo)) and t <= edges[b + 1]]
+    if not members:  # a bin narrower than one integer: take the nearest total
+        members = [min(hi, max(lo, math.ceil(edges[b])))]
+    return members
+
+
+def _draw(space: SearchSpace, rng: np.random.Generator, total: int | None) -> Architecture:
+    if total is None:
+        depths = [int(rng.integers(u.min_depth, u.max_depth + 1)) for u in space.units]
+    else:
+        depths = _split_total(space, rng, total)
+    arch: Architecture = {}
+    if space.global_choices:
+        arch["global"] = {k: _pick(rng, v) for k, v in space.global_choices.items()}
+    units = []
+    for depth in depths:
+        unit: dict = {"depth": depth}
+        unit.update({k: _pick(rng, v) for k, v in space.unit_choices.items()})
+        if space.block_choices:
+            unit["blocks"] = [{k: _pick(rng, v) for k, v in space.block_choices.items()} for _ in range(depth)]
+        units.append(unit)
+    arch["units"] = units
+    return arch
+
+
+def _pick(rng: np.random.Generator, values: tuple) -> object:
+    return values[int(rng.integers(len(values)))]
+
+
+def _split_total(space: SearchSpace, rng: np.random.Generator, total: int) -> list[int]:
+    """Uniformly random unit depths with the given sum."""
+    bounds = tuple((u.min_depth, u.max_depth) for u in space.units)
+    depths = []
+    remaining = total
+    for i, (lo, hi) in enumerate(bounds):
+        rest = bounds[i + 1 :]
+        options = [d for d in range(lo, hi + 1) if _count_splits(rest, remaining - d) > 0]
+        weights = np.array([_count_splits(rest, remaining - d) for d in options], dtype=float)
+        d = int(options[int(rng.choice(len(options), p=weights / weights.sum()))])
+        depths.append(d)
+        remaining -= d
+    return depths
+
+
+@lru_cache(maxsize=4096)
+def _count_splits(bounds: tuple[tuple[int, int], ...], total: int) -> int:
+    """Number of ways to write ``total`` as a sum of one integer from each ``(lo, hi)`` range."""
+    if not bounds:
+        return 1 if total == 0 else 0
+    lo, hi = bounds[0]
+    return sum(_count_splits(bounds[1:], total - d) for d in range(lo, hi + 1))
