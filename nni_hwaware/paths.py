@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REPO_ROOT = _PACKAGE_DIR.parent
 
 
 def data_dir(name: str) -> Path:
@@ -22,4 +22,4 @@ def data_dir(name: str) -> Path:
     in_repo = _REPO_ROOT / name
     if in_repo.is_dir() and (_REPO_ROOT / "pyproject.toml").is_file():
         return in_repo
-    return Path(str(importlib.resources.files(f"nni_hwaware.{name}")))
+    return _PACKAGE_DIR / name

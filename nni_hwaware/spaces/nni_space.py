@@ -22,6 +22,7 @@ import nni
 import torch
 from nni.mutable import ensure_frozen
 from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.space import model_context
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.spaces.builders import build_module
@@ -130,6 +131,11 @@ class HwModelSpace(ModelSpace):
         self.net = build_module(
             self.space, self.architecture, input_size=self.input_size, width_mult=width_mult, num_classes=num_classes
         )
+
+    def freeze(self, sample: Mapping[str, Any]) -> HwModelSpace:
+        """The concrete network of the architecture a sample names (a new module; weights are not shared)."""
+        with model_context(dict(sample)):
+            return self.__class__(*self.trace_args, **self.trace_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The two set-up commands of the README:
+#   ./run.sh main   - create/reuse .venv, install, run the main job on the embedded default
+#   ./run.sh test   - create/reuse .venv, install with test extras, run the test suite
+# Everything goes into the project-local virtual environment .venv; nothing is installed system-wide.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=.venv
+PY=${PYTHON:-python3}
+
+ensure_venv() {
+    local extras="$1"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "[setup] creating $VENV" >&2
+        "$PY" -m venv "$VENV"
+    fi
+    # Reinstall only when the project's requirements changed since the last install into this venv.
+    local stamp="$VENV/.installed-$extras"
+    local want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return
+    fi
+    echo "[setup] installing nni-hwaware[$extras] into $VENV (first run takes a few minutes)" >&2
+    "$VENV/bin/python" -m pip install -q --upgrade "pip>=23" "setuptools>=69,<81" wheel
+    # torch first, pinned: the CPU build on this machine's disk. A plain `torch` would pull a CUDA build.
+    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+    "$VENV/bin/python" -m pip install -q --no-build-isolation -e ".[$extras]"
+    echo "$want" > "$stamp"
+}
+
+case "${1:-}" in
+    main)
+        ensure_venv main
+        shift
+        exec "$VENV/bin/python" -m nni_hwaware.main "$@"
+        ;;
+    test)
+        ensure_venv dev
+        shift
+        exec "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    *)
+        echo "usage: ./run.sh main|test [args]" >&2
+        exit 2
+        ;;
+esac
