@@ -18,6 +18,7 @@ from nni_hwaware.errors import HwAwareError
 _COMMAND_MODULES = (
     "nni_hwaware.cli.spaces",
     "nni_hwaware.cli.measure",
+    "nni_hwaware.cli.esm",
     "nni_hwaware.cli.predict",
     "nni_hwaware.cli.jetson",
 )

@@ -6,7 +6,7 @@ of an existing family is only a new YAML file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -216,6 +216,17 @@ def convnet_spatial_sizes(arch: Architecture, input_size: int) -> list[int]:
     return sizes
 
 
+class ConvLayer(nn.Sequential):
+    """One layer of the convnet family: Conv2d(k, pad) or depthwise Conv2d(k, pad) + pointwise 1x1, then ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, padding: int, depthwise_separable: bool) -> None:
+        if depthwise_separable:
+            convs = [nn.Conv2d(in_ch, in_ch, kernel_size, 1, padding, groups=in_ch), nn.Conv2d(in_ch, out_ch, 1)]
+        else:
+            convs = [nn.Conv2d(in_ch, out_ch, kernel_size, 1, padding)]
+        super().__init__(*convs, nn.ReLU(inplace=True))
+
+
 def _build_convnet(
     space: SearchSpace, arch: Architecture, width_mult: float, num_classes: int, input_size: int
 ) -> nn.Module:
@@ -230,12 +241,7 @@ def _build_convnet(
     layers: list[nn.Module] = []
     in_ch = int(space.defaults["in_channels"])
     for block in arch["units"][0]["blocks"]:
-        k, pad = int(block["kernel_size"]), int(block["padding"])
-        if dws:
-            layers += [nn.Conv2d(in_ch, in_ch, k, 1, pad, groups=in_ch), nn.Conv2d(in_ch, filters, 1)]
-        else:
-            layers.append(nn.Conv2d(in_ch, filters, k, 1, pad))
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(ConvLayer(in_ch, filters, int(block["kernel_size"]), int(block["padding"]), dws))
         in_ch = filters
     layers += [nn.Flatten(), nn.Linear(filters * sizes[-1] * sizes[-1], num_classes)]
     return nn.Sequential(*layers)
@@ -253,6 +259,9 @@ class _Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
+
+# The module classes that are exactly one block of a unit (lookup tables measure them in isolation).
+BLOCK_TYPES: tuple[type[nn.Module], ...] = (Bottleneck, InvertedResidual, DenseLayer, ConvLayer)
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet": _build_resnet,
@@ -346,8 +355,3 @@ def example_input(space: SearchSpace, input_size: int | None = None, batch: int 
     """A random input tensor of the right shape for a space."""
     size = space.resolve_input_size(input_size)
     return torch.randn(batch, int(space.defaults["in_channels"]), size, size)
-
-
-def unit_options(space: SearchSpace) -> list[Mapping[str, Any]]:
-    """Fixed options of every unit, in order (width, stride, ...)."""
-    return [u.options for u in space.units]

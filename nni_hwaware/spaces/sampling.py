@@ -92,6 +92,37 @@ def sample_architectures(
     return out
 
 
+def sample_per_bin(
+    space: SearchSpace,
+    counts: list[int],
+    *,
+    seed: int = 0,
+    exclude: Iterable[str] = (),
+) -> list[Architecture]:
+    """Draw ``counts[i]`` distinct architectures whose total block count falls in bin ``i`` of ``len(counts)``.
+
+    This is the per-bin draw of the ESM paper's dataset extension (Algorithm 1).
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = space.min_total_depth, space.max_total_depth
+    num_bins = len(counts)
+    seen = set(exclude)
+    out: list[Architecture] = []
+    for b, count in enumerate(counts):
+        members = _bin_members(lo, hi, num_bins, b)
+        for _ in range(count):
+            for _attempt in range(1000):
+                arch = _draw(space, rng, int(rng.choice(members)))
+                key = space.arch_hash(arch)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(arch)
+                    break
+            else:
+                raise HwAwareError(f"bin {b + 1} of {space.name!r} has no more distinct architectures to draw")
+    return out
+
+
 def _bin_members(lo: int, hi: int, bins: int, b: int) -> list[int]:
     edges = bin_edges(lo, hi, bins)
     members = [t for t in range(lo, hi + 1) if (edges[b] < t or (b == 0 and t == lo)) and t <= edges[b + 1]]
