@@ -31,8 +31,13 @@ from nni_hwaware.spaces.schema import Architecture, SearchSpace
 from nni_hwaware.surrogate import make_surrogate
 
 
-def load_measured(db: str, space: SearchSpace, input_size: int | None, device: str | None) -> tuple[list[Architecture], np.ndarray, dict[str, Any]]:
-    """Architectures of ``space`` and their latencies from the store, for one device/backend/input size."""
+def load_measured(
+    db: str, space: SearchSpace, input_size: int | None, device: str | None, qc_strict: bool = False
+) -> tuple[list[Architecture], np.ndarray, dict[str, Any]]:
+    """Architectures of ``space`` and their latencies from the store, for one device/backend/input size.
+
+    With ``qc_strict``, models whose quality-control check failed (``qc_status = 'drift'``) are left out.
+    """
     from nni_hwaware.store import MeasurementStore
 
     if not Path(db).is_file():
@@ -56,9 +61,12 @@ def load_measured(db: str, space: SearchSpace, input_size: int | None, device: s
     keys = ["device", "backend", "precision", "input_size"]
     group = df.groupby(keys).size().sort_values(ascending=False).index[0]
     df = df[(df[keys] == list(group)).all(axis=1)]
-    df = df[df["qc_status"] != "drift"]
+    drifted = int((df["qc_status"] == "drift").sum())
+    if qc_strict:
+        df = df[df["qc_status"] != "drift"]
     archs = [space.validate(a) for a in df["arch"]]
     setting = dict(zip(keys, [v.item() if hasattr(v, "item") else v for v in group]))
+    setting["qc_drift_models"] = drifted if not qc_strict else f"{drifted} left out"
     return archs, df["latency_ms"].to_numpy(dtype=float), setting
 
 
@@ -172,6 +180,7 @@ def run_compare(
     lut: bool,
     nn_meter_dir: str | None,
     seed: int,
+    qc_strict: bool = False,
     out: Path,
     log: Callable[[str], None] = lambda _m: None,
 ) -> str:
@@ -180,7 +189,7 @@ def run_compare(
     from nni_hwaware.proxies import architecture_macs
 
     space = load_space(space_name)
-    archs, y, setting = load_measured(db, space, input_size, device)
+    archs, y, setting = load_measured(db, space, input_size, device, qc_strict)
     if len(archs) < test_size + min(sizes):
         raise HwAwareError(
             f"only {len(archs)} measured architectures of {space_name!r}; need at least "
@@ -281,7 +290,7 @@ def _lookup_table_rows(
     from nni_hwaware.measure.runner import Measurer
     from nni_hwaware.proxies import LookupTable
 
-    if setting["backend"] != "onnxruntime":
+    if setting["backend"] != "onnxruntime":  # blocks are measured here, so the data must be from here too
         raise HwAwareError("--lut measures blocks with onnxruntime on this machine; the stored data is from "
                            f"{setting['backend']}")
     measurer = Measurer(get_backend("onnxruntime"), Protocol(runs=50))
@@ -295,15 +304,15 @@ def _lookup_table_rows(
     count = table.measure_blocks(needed, measure_onnx, progress=lambda d, n: log(f"lookup table: block {d}/{n}")
                                  if d % 25 == 0 or d == n else None)
     log(f"lookup table: {count} blocks measured in isolation in {time.perf_counter() - t0:.0f} s")
-    feats = table.features(archs)
+    feats = table.features([archs[i] for i in train_idx[: max(sizes)]])
     rows = []
-    test_archs_feats = feats[test_idx]
     for size in sizes:
         t0 = time.perf_counter()
-        model = make_surrogate("linear").fit(feats[train_idx[:size]], y[train_idx[:size]])
+        model = make_surrogate("linear").fit(feats[:size], y[train_idx[:size]])
         fit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        s = metrics.summary(y[test_idx], model.predict(test_archs_feats), test_bins, bins)
+        t0 = time.perf_counter()  # prediction time includes summing the blocks of each test architecture
+        pred = model.predict(table.features([archs[i] for i in test_idx]))
+        s = metrics.summary(y[test_idx], pred, test_bins, bins)
         rows.append({
             "method": "lut-linear", "encoding": "lookup-table", "train_size": size, "measurements": size + count,
             "accuracy": s["accuracy"], "mape": s["mape"], "within_10": s["within_10"], "spearman": s["spearman"],

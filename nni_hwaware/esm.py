@@ -399,3 +399,33 @@ def store_backed_measure(
         return np.asarray(out, dtype=float)
 
     return measure
+
+
+def predict_rows(predictor_dir: str | Path, space_name: str, archs: Sequence[Any],
+                 input_size: int | None = None) -> list[dict[str, Any]]:
+    """What ``nni-hwaware predict --predictor DIR --space NAME --arch/--archs`` prints, one dict per architecture.
+
+    The predictor must have been built for ``space_name`` (and ``input_size`` when given); every
+    architecture is validated against the space first, and the first invalid one is reported by position.
+    """
+    predictor = ESMPredictor.load(predictor_dir)
+    space = load_space(space_name)
+    predictor.check_compatible(space, input_size)
+    canonical = []
+    for i, arch in enumerate(archs):
+        try:
+            canonical.append(space.validate(arch))
+        except HwAwareError as exc:
+            raise HwAwareError(f"architecture {i + 1}: {exc}") from None
+    out = predictor.predict(canonical, validate=False)
+    return [
+        {
+            "arch_hash": space.arch_hash(arch),
+            "latency_ms": float(out["latency_ms"][i]),
+            "latency_interval": [float(out["latency_low_ms"][i]), float(out["latency_high_ms"][i])],
+            "space": space.name,
+            "input_size": predictor.input_size,
+            "predictor": "esm",
+        }
+        for i, arch in enumerate(canonical)
+    ]

@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lut", action="store_true",
                    help="also build the lookup table (measures every block in isolation on this machine)")
     p.add_argument("--nn-meter", default=None, metavar="DIR", help="add rows of an nn-Meter predictor built here")
+    p.add_argument("--qc-strict", action="store_true", help="leave out models whose QC check failed (drift)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for compare.md, compare.csv and plots")
     p.set_defaults(func=_compare)
@@ -208,7 +209,7 @@ def _compare(args: argparse.Namespace) -> int:
     report = run_compare(
         db=args.db, space_name=args.space, input_size=args.input_size, device=args.device, sizes=sizes,
         encodings=encodings, surrogates=surrogates, test_size=args.test_size, bins=args.bins, acc_th=args.acc_th,
-        initial=args.initial, step=args.step, lut=args.lut, nn_meter_dir=args.nn_meter, seed=args.seed, out=out,
+        initial=args.initial, step=args.step, lut=args.lut, nn_meter_dir=args.nn_meter, seed=args.seed, qc_strict=args.qc_strict, out=out,
         log=lambda msg: print(f"[compare] {msg}", file=sys.stderr),
     )
     print(report)

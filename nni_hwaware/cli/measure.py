@@ -1,0 +1,234 @@
+"""``nni-hwaware measure`` and ``nni-hwaware dataset ...``: measure on this device, export and import data.
+
+``measure --space`` runs a resumable, quality-controlled campaign over the architectures that ``spaces
+sample`` selects with the same arguments; ``measure --onnx`` measures ONNX files as they are. ``dataset
+export`` writes the store as CSV or Parquet; ``dataset import-nni`` collects the results of an nnictl
+measuring experiment (``experiments/measure.yml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure.backends import BACKENDS, PRECISIONS
+from nni_hwaware.measure.energy import METERS
+from nni_hwaware.measure.protocol import DEFAULT_RUNS, DEFAULT_TRIM, DEFAULT_WARMUP
+from nni_hwaware.spaces.sampling import DEFAULT_BINS, STRATEGIES
+
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``measure`` and ``dataset`` commands."""
+    p = subparsers.add_parser(
+        "measure", help="measure latency (and energy) of sampled architectures or ONNX files into a database",
+        description="Measure sampled architectures of a space (--space) or ONNX files (--onnx) on this device. "
+                    "Results go to an SQLite database; running the same command again resumes.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--space", help="search space name or YAML file")
+    what.add_argument("--onnx", nargs="+", metavar="FILE", help="ONNX file(s) to measure as they are")
+    p.add_argument("--db", required=True, help="SQLite database file (created if missing)")
+    g = p.add_argument_group("architectures (as `nni-hwaware spaces sample`)")
+    g.add_argument("--n", type=int, default=None, help="number of architectures (required with --space)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--strategy", choices=STRATEGIES, default="random")
+    g.add_argument("--bins", type=int, default=DEFAULT_BINS)
+    g.add_argument("--input-size", type=int, default=None, help="input resolution (default: the space's)")
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    g.add_argument("--device", default=None, help="cpu or cuda[:N] (torch, tensorrt)")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    g.add_argument("--threads", type=int, default=1, help="CPU inference threads (fixed and recorded)")
+    g = p.add_argument_group("protocol (defaults: ESM paper)")
+    g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs (maximum with --adaptive)")
+    g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
+    g.add_argument("--trim", type=float, default=DEFAULT_TRIM, help="share dropped at each end")
+    g.add_argument("--adaptive", action="store_true", help="stop once the CI of the trimmed mean is narrow")
+    g.add_argument("--ci-width", type=float, default=0.01, help="adaptive: relative CI half-width target")
+    g.add_argument("--min-runs", type=int, default=20, help="adaptive: never fewer runs")
+    g = p.add_argument_group("quality control")
+    g.add_argument("--qc-every", type=int, default=50, help="check the reference models every K models (0: off)")
+    g.add_argument("--qc-references", type=int, default=3, help="number of reference architectures")
+    g.add_argument("--drift", type=float, default=0.03, help="relative drift that fails a check")
+    g = p.add_argument_group("energy")
+    g.add_argument("--energy", choices=METERS, default="auto", help="meter (auto: what this machine has)")
+    g.add_argument("--energy-seconds", type=float, default=2.0, help="length of each model's energy window")
+    p.add_argument("--remeasure", action="store_true", help="--onnx: measure again even if stored")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_measure)
+
+    d = subparsers.add_parser("dataset", help="export the measurement database, import nnictl results")
+    sub = d.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
+    sub.required = True
+    e = sub.add_parser("export", help="write the measurements as CSV or Parquet")
+    e.add_argument("--db", required=True)
+    e.add_argument("--format", choices=EXPORT_FORMATS, default=None, help="default: from --out, else csv")
+    e.add_argument("--out", default=None, help="file to write (default: stdout, csv only)")
+    e.add_argument("--space", default=None, help="only this space")
+    e.add_argument("--device", default=None, help="only this device key")
+    e.add_argument("--backend", default=None)
+    e.add_argument("--input-size", type=int, default=None)
+    e.add_argument("--no-outliers", action="store_true", help="leave out measurements flagged as outliers")
+    e.set_defaults(func=_export)
+    s = sub.add_parser("summary", help="what the database holds")
+    s.add_argument("--db", required=True)
+    s.set_defaults(func=_summary)
+    i = sub.add_parser("import-nni", help="collect the results of an nnictl measuring experiment")
+    i.add_argument("experiment_id")
+    i.add_argument("--db", required=True)
+    i.add_argument("--experiment-dir", default=None,
+                   help="the experiment's working directory (default: from NNI's registry, ~/nni-experiments)")
+    i.add_argument("--port", type=int, default=None, help="read through the REST API of the running experiment")
+    i.set_defaults(func=_import_nni)
+
+
+# -------------------------------------------------------------------------------------------- measure
+def _measure(args: argparse.Namespace) -> int:
+    from nni_hwaware.measure.progress import Progress
+    from nni_hwaware.measure.protocol import Protocol
+    from nni_hwaware.measure.runner import make_measurer
+    from nni_hwaware.store import MeasurementStore
+
+    protocol = Protocol(runs=args.runs, warmup=args.warmup, trim=args.trim, adaptive=args.adaptive,
+                        ci_rel_width=args.ci_width, min_runs=args.min_runs)
+    if args.space is not None:
+        if args.n is None:
+            raise HwAwareError("--space needs --n (how many architectures to measure)")
+        from nni_hwaware.spaces import load_space, sample_architectures
+
+        space = load_space(args.space)
+        size = space.resolve_input_size(args.input_size)
+        archs = sample_architectures(space, args.n, seed=args.seed, strategy=args.strategy, bins=args.bins)
+    if args.qc_every < 0 or args.qc_references < 0:
+        raise HwAwareError("--qc-every and --qc-references must be >= 0")
+    # backend first: a missing library fails before the database is touched
+    measurer = make_measurer(args.backend, threads=args.threads, device=args.device, precision=args.precision,
+                             protocol=protocol, energy=args.energy, energy_seconds=args.energy_seconds)
+    try:
+        with MeasurementStore(args.db) as store:
+            if args.space is not None:
+                summary = _measure_space(args, space, archs, size, measurer, store, Progress)
+            else:
+                summary = _measure_onnx(args, measurer, store)
+            summary["db_rows"] = store.count()
+    finally:
+        measurer.close()
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(" ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in summary.items()
+                       if k not in ("device_description", "models")))
+    return 0
+
+
+def _measure_space(args, space, archs, size, measurer, store, progress_cls) -> dict:
+    from nni_hwaware.measure.campaign import Campaign
+
+    progress = progress_cls(len(archs), label=f"measure {space.name}", enabled=not args.quiet)
+    definition = {"n": args.n, "seed": args.seed, "strategy": args.strategy,
+                  "bins": args.bins if args.strategy == "balanced" else None}
+    campaign = Campaign(space, archs, measurer, store, input_size=size, definition=definition,
+                        qc_every=args.qc_every, references=args.qc_references, drift_threshold=args.drift,
+                        progress=progress)
+    try:
+        report = campaign.run()
+    finally:
+        progress.close()
+    summary = {**report.to_dict(), "space": space.name, "input_size": size, "backend": measurer.backend.name,
+               "device": measurer.device_key, "energy_meter": measurer.meter.name if measurer.meter else None}
+    if args.adaptive and report.runs_max:
+        summary["runs_saved_pct"] = round(100 * report.runs_saved / report.runs_max, 1)
+    return summary
+
+
+def _measure_onnx(args, measurer, store) -> dict:
+    from nni_hwaware.measure.runner import measure_onnx_file
+
+    models, measured = [], 0
+    for path in args.onnx:
+        m, new = measure_onnx_file(path, measurer, store, remeasure=args.remeasure)
+        measured += int(new)
+        models.append({"file": path, "latency_ms": round(m.latency_ms, 4), "std_ms": round(m.latency_std_ms or 0, 4),
+                       "runs": m.runs, "energy_mj": m.energy_mj, "stored": "new" if new else "already"})
+        if not args.quiet and not args.json:
+            print(f"{path}: {m.latency_ms:.4f} ms (std {m.latency_std_ms or 0:.4f}, {m.runs} runs, "
+                  f"energy {'n/a' if m.energy_mj is None else f'{m.energy_mj:.3f} mJ'})"
+                  f"{'' if new else ' [already stored]'}")
+    return {"measured": measured, "skipped": len(args.onnx) - measured, "backend": measurer.backend.name,
+            "device": measurer.device_key, "models": models}
+
+
+# -------------------------------------------------------------------------------------------- dataset
+def _export(args: argparse.Namespace) -> int:
+    from nni_hwaware.spaces.export import write_atomically
+    from nni_hwaware.store import MeasurementStore
+
+    fmt = args.format or ("parquet" if args.out and args.out.endswith(".parquet") else "csv")
+    if fmt == "parquet" and not args.out:
+        raise HwAwareError("--format parquet needs --out FILE")
+    with MeasurementStore(args.db, readonly=True) as store:
+        df = store.dataset(space=args.space, device=args.device, backend=args.backend, input_size=args.input_size,
+                           include_outliers=not args.no_outliers)
+    if fmt == "csv":
+        data = df.to_csv(index=False).encode()
+    else:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise HwAwareError("Parquet export needs pyarrow (pip install pyarrow); or use --format csv") from None
+        buffer = io.BytesIO()
+        df.to_parquet(buffer, index=False)
+        data = buffer.getvalue()
+    if args.out:
+        write_atomically(args.out, data)
+        sys.stderr.write(f"wrote {len(df)} measurement(s) to {args.out}\n")
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from nni_hwaware.store import MeasurementStore
+
+    with MeasurementStore(args.db, readonly=True) as store:
+        df = store.dataset()
+        print(f"{args.db}: {len(df)} measurement(s), {store.count('measurement_history')} earlier value(s), "
+              f"{store.count('qc_checks')} QC row(s), integrity {store.integrity_check()}")
+    if len(df):
+        groups = df.groupby(["space", "device", "backend", "input_size"], dropna=False)
+        table = groups.agg(models=("arch", "size"), latency_ms_median=("latency_ms", "median"),
+                           energy_mj_median=("energy_mj", "median"), outliers=("outlier", "sum"))
+        print(table.to_string())
+    return 0
+
+
+def _import_nni(args: argparse.Namespace) -> int:
+    from nni_hwaware.measure.nni_import import (
+        find_experiment_dir,
+        import_results,
+        read_results_from_dir,
+        read_results_from_rest,
+    )
+    from nni_hwaware.store import MeasurementStore
+
+    if args.port is not None:
+        results = read_results_from_rest(args.port)
+        source = f"http://localhost:{args.port}"
+    else:
+        folder = find_experiment_dir(args.experiment_id, args.experiment_dir)
+        results = read_results_from_dir(folder)
+        source = str(folder)
+    with MeasurementStore(args.db) as store:
+        report = import_results(results, store, args.experiment_id)
+        rows = store.count()
+    if report.trials == 0:
+        raise HwAwareError(f"experiment {args.experiment_id} ({source}) has no finished measuring trials yet")
+    print(f"imported {report.imported} measurement(s) from {report.trials} trial(s) of {args.experiment_id} "
+          f"({report.already_stored} already stored); {rows} row(s) in {Path(args.db)}")
+    return 0

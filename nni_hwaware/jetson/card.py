@@ -1,0 +1,115 @@
+"""Model card of the Jetson Nano predictor: machine-readable ``model_card.json`` and a human ``README.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nni_hwaware.spaces.export import write_atomically
+
+INTENDED_USE = (
+    "Ranking and budgeting CNN candidates for a Jetson Nano (TensorRT, batch 1, power mode 0) during "
+    "hardware-aware NAS, without a board. Inputs: any CNN as a torch module or an ONNX graph (weights not needed).")
+LIMITS = [
+    "Trained only on plain and depthwise-separable conv stacks (stride 1, no batch-norm, no residuals, no "
+    "pooling, 10-output linear head, inputs 10-100 px). Costs of pooling, element-wise ops, residual adds, "
+    "strided and transposed convs come from the fitted bandwidth and per-kernel coefficients, not from "
+    "measurements of those ops; such networks are flagged out of distribution and get the wider interval.",
+    "Linear layers: the dataset's only linear layers have 10 outputs and very long inputs; wide linear "
+    "layers (e.g. VGG's 4096 outputs) are assumed to stream weights at the fitted activation bandwidth.",
+    "TensorRT's layer fusions are modelled by rules (conv+BN+activation, conv+residual add, pointwise chains, "
+    "concat elimination); a different TensorRT version may fuse differently.",
+    "The engine precision of the measurements is not stated by the dataset authors.",
+    "Real-world reference: only 9 published measurements (see benchmarks/jetson_nano.py); they were used for "
+    "evaluation only, never for fitting.",
+]
+
+
+def write_model_card(out: Path, meta: dict[str, Any], data_report: dict[str, Any], metrics: dict[str, Any],
+                     elapsed_s: float, real_world: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``model_card.json`` and ``README.md`` into ``out``; keep an existing real-world section."""
+    card_path = out / "model_card.json"
+    previous: dict[str, Any] = {}
+    if card_path.is_file():
+        try:
+            previous = json.loads(card_path.read_text())
+        except (OSError, ValueError):
+            previous = {}
+    card = {
+        "name": "jetson_nano",
+        "kind": meta["kind"],
+        "device": meta["device"],
+        "targets": meta["targets"],
+        "data": {
+            "source": "public Jetson Nano dataset (../shared/data/jetson_nano; iCAS-Lab/NAS-Performance-Modeling, "
+                      "ICOIS 2025), raw stage CSVs as published",
+            "report": data_report,
+            "duplicates_policy": "same model name in several stages: one model, mean of the measurements",
+        },
+        "features": {
+            "roofline_columns": meta["roofline_columns"],
+            "network_features": meta["network_features"],
+            "extractor": "ONNX graph only (shape inference, initializer dims); torch modules are exported to "
+                         "ONNX in memory and go through the same extractor",
+        },
+        "method": {
+            "latency_and_energy": "per-layer roofline model (non-negative least squares on relative error: "
+                                  "MACs per kernel class, activation/weight bytes, linear GEMV term, launches, "
+                                  "fixed cost) times a gradient-boosted log-residual correction applied only "
+                                  "in distribution",
+            "intervals": f"{int(meta['interval_quantiles'][0] * 100)}-{int(meta['interval_quantiles'][1] * 100)} % "
+                         "quantiles of held-out log residuals: random-split hybrid residuals in distribution, "
+                         "leave-family-out and held-out-depth roofline residuals outside",
+            "ood": meta["ood"],
+            "coefficients": {t: dict(zip(r["columns"], r["coef"])) for t, r in meta["roofline"].items()},
+        },
+        "metrics_held_out_mape_pct": metrics or previous.get("metrics_held_out_mape_pct", {}),
+        "real_world": real_world if real_world is not None else previous.get("real_world", {}),
+        "intended_use": INTENDED_USE,
+        "limits": LIMITS,
+        "training_time_s": round(elapsed_s, 1),
+        "rebuild": "nni-hwaware jetson-nano train --data ../shared/data/jetson_nano --out predictors/jetson_nano",
+    }
+    write_atomically(card_path, (json.dumps(card, indent=1) + "\n").encode())
+    write_atomically(out / "README.md", render_readme(card).encode())
+    return card
+
+
+def render_readme(card: dict[str, Any]) -> str:
+    """Human-readable model card."""
+    lines = ["# Jetson Nano latency and energy predictor", "",
+             f"Device: {card['device']}. Targets: latency (ms) and GPU energy per inference (mJ).", "",
+             "## Intended use", "", card["intended_use"], "",
+             "## Data", "", card["data"]["source"] + ".", ""]
+    rep = card["data"]["report"]
+    lines += [f"{rep.get('models')} measured models ({rep.get('skipped_unmeasured')} rows without latency "
+              f"skipped, {rep.get('duplicates')} duplicates; {card['data']['duplicates_policy']}). Rebuilt "
+              f"architectures match the CSV's MACs for {rep.get('macs_match')}/{rep.get('models')} and its "
+              f"parameters for {rep.get('params_match')}/{rep.get('models')} models.", "",
+              "## Method", "", card["method"]["latency_and_energy"] + ".", "",
+              "Intervals: " + card["method"]["intervals"] + ".", "",
+              "Out of distribution: " + card["method"]["ood"]["method"] + f", threshold "
+              f"{card['method']['ood']['threshold']:.3f} (the {card['method']['ood']['threshold_quantile']:.0%} "
+              "quantile on held-out rows); any layer structure absent from the data (pooling, residual add, "
+              "strided conv, ...) also makes a network out of distribution.", "",
+              "## Held-out MAPE (%)", "",
+              "| split | target | roofline | gbm (published approach) | hybrid |", "| --- | --- | --- | --- | --- |"]
+    for split, res in card["metrics_held_out_mape_pct"].items():
+        for target, row in res.get("pooled", {}).items():
+            lines.append(f"| {split} | {target} | {row['roofline']} | {row['gbm']} | {row['hybrid']} |")
+    real = card.get("real_world") or {}
+    if real.get("rows"):
+        lines += ["", "## Real-world CNNs (224x224, measured by the dataset authors)", "",
+                  f"Reference: {real.get('source')}.", "",
+                  "| model | measured ms | predicted ms | error | measured mJ | predicted mJ | error |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in real["rows"]:
+            lines.append(f"| {r['model']} | {r['latency_ms']:.1f} | {r['pred_latency_ms']:.1f} | "
+                         f"{r['latency_err_pct']:+.1f} % | {r['energy_mj']:.1f} | {r['pred_energy_mj']:.1f} | "
+                         f"{r['energy_err_pct']:+.1f} % |")
+        lines += ["", f"MAPE latency {real.get('mape_latency_pct')} %, energy {real.get('mape_energy_pct')} % "
+                  "(published predictor: 15.50 % / 15.28 %)."]
+    lines += ["", "## Limits", ""] + [f"- {x}" for x in card["limits"]]
+    lines += ["", "## Rebuild", "", f"`{card['rebuild']}`", ""]
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""The shipped Jetson Nano predictor: load a predictor folder and predict latency/energy for any CNN.
+
+Loading reads one JSON and one small npz; the gradient-boosting corrections (skops) are loaded lazily, only
+when an in-distribution network needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nni_hwaware.errors import HwAwareError
+from nni_hwaware.jetson.features import (
+    NETWORK_FEATURES,
+    ROOFLINE_COLUMNS,
+    network_features,
+    roofline_rows,
+    structure_summary,
+)
+from nni_hwaware.jetson.graph import COMPUTE_KINDS, CONV, DECONV, DWCONV, GCONV, GraphLayers, extract_layers
+from nni_hwaware.jetson.models import KnnDistance, RooflineModel
+from nni_hwaware.paths import data_dir
+
+TARGETS = ("latency_ms", "energy_mj")
+
+
+def default_predictor_dir() -> Path:
+    """The shipped predictor folder (works from a checkout and from an installed wheel)."""
+    return data_dir("predictors") / "jetson_nano"
+
+
+def read_metadata(folder: str | Path) -> dict[str, Any]:
+    """``predictor.json`` of a predictor folder, with a clear error when it is missing or broken."""
+    path = Path(folder) / "predictor.json"
+    if not path.is_file():
+        raise HwAwareError(f"{folder} is not a predictor folder (no predictor.json); train one with "
+                           "`nni-hwaware jetson-nano train` or pass predictors/jetson_nano")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HwAwareError(f"{path} is corrupt or truncated ({exc}); rebuild the predictor") from None
+
+
+class JetsonNanoPredictor:
+    """Latency (ms) and GPU energy (mJ) of a CNN on a Jetson Nano, with intervals and an OOD flag.
+
+    Parameters
+    ----------
+    folder
+        Predictor folder (default: the shipped ``predictors/jetson_nano``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> predictor = JetsonNanoPredictor.load()
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(64 * 32 * 32, 10))
+    >>> result = predictor.predict_module(net, (1, 3, 32, 32))
+    >>> sorted(result)[:3]
+    ['energy_interval', 'energy_mj', 'in_distribution']
+    """
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_predictor_dir()
+        meta = read_metadata(self.folder)
+        if meta.get("kind") != "jetson_nano":
+            raise HwAwareError(f"{self.folder} holds a {meta.get('kind')!r} predictor, not jetson_nano")
+        if meta.get("network_features") != NETWORK_FEATURES or meta.get("roofline_columns") != ROOFLINE_COLUMNS:
+            raise HwAwareError(f"{self.folder} was trained with other features than this version uses; retrain it")
+        self.meta = meta
+        self.roofline = {t: RooflineModel.from_dict(meta["roofline"][t]) for t in TARGETS}
+        try:
+            with np.load(self.folder / "arrays.npz", allow_pickle=False) as arrays:
+                self.knn = KnnDistance.from_arrays(arrays, int(meta["ood"]["k"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise HwAwareError(f"cannot read {self.folder / 'arrays.npz'} ({exc}); retrain the predictor") from None
+        self._residual: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, folder: str | Path | None = None) -> JetsonNanoPredictor:
+        """Load a predictor folder (default: the shipped one)."""
+        return cls(folder)
+
+    def _residual_model(self, target: str) -> Any:
+        if target not in self._residual:
+            import skops.io as sio
+
+            path = self.folder / self.meta["gbm_files"][target]
+            try:
+                untrusted = sio.get_untrusted_types(file=path)
+                allowed = [t for t in untrusted if t.startswith(("sklearn.", "numpy.", "builtins."))]
+                if len(allowed) != len(untrusted):
+                    raise HwAwareError(f"{path} holds unexpected types {sorted(set(untrusted) - set(allowed))}")
+                self._residual[target] = sio.load(path, trusted=allowed)
+            except HwAwareError:
+                raise
+            except Exception as exc:
+                raise HwAwareError(f"cannot load {path} ({type(exc).__name__}); retrain the predictor") from None
+        return self._residual[target]
+
+    # ------------------------------------------------------------------------------------------ predict
+    def predict_layers(self, graph: GraphLayers, params: float | None = None) -> dict[str, Any]:
+        """Predict from an extracted graph (see :func:`nni_hwaware.jetson.graph.extract_layers`)."""
+        R = roofline_rows([graph])
+        feats = network_features(graph)
+        F = np.array([[feats[c] for c in NETWORK_FEATURES]])
+        summary = structure_summary(graph)
+        ood_score = float(self.knn.score(F)[0])
+        threshold = float(self.meta["ood"]["threshold"])
+        reasons = []
+        if ood_score > threshold:
+            reasons.append(f"network features are far from the training data (score {ood_score:.2f} > "
+                           f"{threshold:.2f})")
+        if summary["untrained_structures"]:
+            reasons.append("layer structures absent from the training data: "
+                           + ", ".join(summary["untrained_structures"]))
+        if graph.unknown_ops:
+            reasons.append("unknown ops: " + ", ".join(graph.unknown_ops))
+        is_cnn = any(layer.kind in (CONV, DWCONV, GCONV, DECONV) for layer in graph.layers)
+        warnings = list(graph.warnings)
+        if not is_cnn:
+            warnings.append("not a CNN: the graph has no convolution; the predictor was trained on CNNs only, so "
+                            "this estimate is a rough roofline guess")
+            reasons.append("no convolution layer")
+        in_distribution = not reasons
+        quantiles = self.meta["intervals_log_ratio"]
+        result: dict[str, Any] = {}
+        for target in TARGETS:
+            base = float(self.roofline[target].predict(R)[0])
+            value = base
+            if in_distribution:
+                value = base * math.exp(float(self._residual_model(target).predict(F)[0]))
+            lo, hi = quantiles[target]["in_distribution" if in_distribution else "out_of_distribution"]
+            result[target] = value
+            result[f"{target}_roofline"] = base
+            result[f"{target.split('_')[0]}_interval"] = [value * math.exp(lo), value * math.exp(hi)]
+        compute = [layer for layer in graph.layers if layer.kind in COMPUTE_KINDS]
+        result.update({
+            "in_distribution": in_distribution,
+            "ood_score": ood_score,
+            "ood_threshold": threshold,
+            "ood_reasons": reasons,
+            "certain": not graph.unknown_ops and is_cnn,
+            "is_cnn": is_cnn,
+            "macs": int(round(graph.macs)),
+            "params": int(round(params if params is not None else graph.params)),
+            "input_shape": graph.input_shape,
+            "layers": summary["layers"],
+            "compute_layers": len(compute),
+            "op_counts": summary["counts"],
+            "kernel_mac_share": {k: round(v, 4) for k, v in sorted(summary["kernel_mac_share"].items())},
+            "unknown_ops": graph.unknown_ops,
+            "warnings": warnings,
+            "method": "hybrid (roofline x gradient-boosted correction)" if in_distribution else "roofline",
+        })
+        return result
+
+    def predict_onnx(self, source: str | Path | bytes, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+        """Predict for an ONNX file (weights may be external and absent) or ONNX bytes."""
+        return self.predict_layers(extract_layers(source, input_shape))
+
+    def predict_module(self, model: Any, input_shape: Sequence[int]) -> dict[str, Any]:
+        """Predict for a ``torch.nn.Module`` with input shape e.g. ``(1, 3, 224, 224)``."""
+        from nni_hwaware.jetson.graph import layers_from_module
+
+        params = float(sum(p.numel() for p in model.parameters()))
+        return self.predict_layers(layers_from_module(model, input_shape), params=params)

@@ -1,0 +1,240 @@
+"""Fit the Jetson Nano predictor on the public dataset, evaluate it on held-out splits, write the artifact.
+
+Three models are compared on every split: the per-layer roofline model (few non-negative coefficients), the
+gradient-boosting model on whole-network features (the published approach, log target), and the hybrid that
+multiplies the roofline prediction by a gradient-boosted correction. The shipped predictor uses the hybrid
+for in-distribution networks and the roofline model alone outside the training distribution, where a learned
+correction has nothing to stand on.
+
+Splits: random rows (80/20), leave-one-family-out (plain, plain_high_mac, dws, mixed), leave-one-stage-out
+(the nine published stage folders) and held-out depth (train on L <= 7, test on L >= 8).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nni_hwaware.errors import HwAwareError
+from nni_hwaware.jetson.dataset import DatasetModel, load_dataset
+from nni_hwaware.jetson.features import NETWORK_FEATURES, ROOFLINE_COLUMNS, feature_matrix, roofline_rows
+from nni_hwaware.jetson.graph import GraphLayers, convnet_onnx, extract_layers
+from nni_hwaware.jetson.models import KnnDistance, RooflineModel, gradient_boosting
+
+TARGETS = ("latency_ms", "energy_mj")
+METHODS = ("roofline", "gbm", "hybrid")
+INTERVAL_QUANTILES = (0.05, 0.95)
+OOD_QUANTILE = 0.99
+KNN_K = 5
+ARTIFACT_VERSION = 1
+
+
+def _progress(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def dataset_graphs(models: list[DatasetModel], progress: Callable[[str], None] | None = None) -> list[GraphLayers]:
+    """Per-layer graphs of all dataset models, from their weight-less ONNX graphs."""
+    graphs = []
+    start = time.time()
+    for i, model in enumerate(models):
+        graphs.append(extract_layers(convnet_onnx(model.arch, model.input_size)))
+        if progress and (i + 1) % 2500 == 0:
+            rate = (i + 1) / (time.time() - start)
+            progress(f"  graphs {i + 1}/{len(models)} (ETA {(len(models) - i - 1) / rate:.0f} s)")
+    return graphs
+
+
+def mape(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - true) / true) * 100)
+
+
+class HybridFit:
+    """Roofline + gradient-boosted log-residual correction, fitted together (one target)."""
+
+    def __init__(self, gbm_iters: int = 300, seed: int = 0, floor_scale: float = 1.0) -> None:
+        self.gbm_iters = gbm_iters
+        self.seed = seed
+        self.floor_scale = floor_scale  # energy: the physical floors (ms) times the typical GPU power (W)
+
+    def fit(self, R: np.ndarray, F: np.ndarray, y: np.ndarray) -> HybridFit:
+        base_model = RooflineModel()
+        self.roofline_ = RooflineModel(base_model.min_launch_ms * self.floor_scale,
+                                       base_model.min_act_ms_per_gb * self.floor_scale).fit(R, y)
+        base = self.roofline_.predict(R)
+        self.residual_ = gradient_boosting(self.seed, self.gbm_iters).fit(F, np.log(y / base))
+        self.gbm_ = gradient_boosting(self.seed, self.gbm_iters).fit(F, np.log(y))
+        return self
+
+    def predict(self, R: np.ndarray, F: np.ndarray) -> dict[str, np.ndarray]:
+        base = self.roofline_.predict(R)
+        return {"roofline": base, "gbm": np.exp(self.gbm_.predict(F)),
+                "hybrid": base * np.exp(self.residual_.predict(F))}
+
+
+def _floor_scale(target: str, Y: dict[str, np.ndarray], rows: np.ndarray) -> float:
+    """1 for latency; the median GPU power (mJ per ms) of the training rows for energy."""
+    if target == "latency_ms":
+        return 1.0
+    return float(np.median(Y["energy_mj"][rows] / Y["latency_ms"][rows]))
+
+
+def splits(models: list[DatasetModel], seed: int = 0) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """Named held-out splits: each a list of (fold label, train indices, test indices)."""
+    n = len(models)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    cut = int(0.8 * n)
+    family = np.array([m.family for m in models])
+    stage = np.array([m.stage for m in models])
+    depth = np.array([m.layers for m in models])
+    out: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {
+        "random_80_20": [("random", np.sort(perm[:cut]), np.sort(perm[cut:]))],
+        "leave_family_out": [(f, np.where(family != f)[0], np.where(family == f)[0]) for f in sorted(set(family))],
+        "leave_stage_out": [(s, np.where(stage != s)[0], np.where(stage == s)[0]) for s in sorted(set(stage))],
+        "depth_8_10_held_out": [("L>=8", np.where(depth <= 7)[0], np.where(depth >= 8)[0])],
+    }
+    return {name: [f for f in folds if len(f[1]) and len(f[2])] for name, folds in out.items()}
+
+
+def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: list[DatasetModel],
+             progress: Callable[[str], None] = _progress, gbm_iters: int = 300) -> tuple[dict[str, Any], dict]:
+    """MAPE of every method on every split; also returns held-out residuals for intervals and OOD calibration."""
+    results: dict[str, Any] = {}
+    residuals: dict[str, Any] = {"hybrid_random": {}, "roofline_extrapolation": {t: [] for t in TARGETS}}
+    for split_name, folds in splits(models).items():
+        split_res: dict[str, Any] = {"folds": {}}
+        pooled: dict[str, dict[str, list[np.ndarray]]] = {t: {m: [] for m in METHODS} for t in TARGETS}
+        truth: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
+        for label, tr, te in folds:
+            fold: dict[str, Any] = {"n_train": int(len(tr)), "n_test": int(len(te))}
+            for target in TARGETS:
+                y = Y[target]
+                fit = HybridFit(gbm_iters, floor_scale=_floor_scale(target, Y, tr)).fit(R[tr], F[tr], y[tr])
+                preds = fit.predict(R[te], F[te])
+                fold[target] = {m: round(mape(preds[m], y[te]), 2) for m in METHODS}
+                for m in METHODS:
+                    pooled[target][m].append(preds[m])
+                truth[target].append(y[te])
+                if split_name == "random_80_20":
+                    residuals["hybrid_random"][target] = np.log(y[te] / preds["hybrid"])
+                    residuals["random_split"] = (tr, te)
+                if split_name in ("leave_family_out", "depth_8_10_held_out"):
+                    residuals["roofline_extrapolation"][target].append(np.log(y[te] / preds["roofline"]))
+            split_res["folds"][label] = fold
+            progress(f"  {split_name} / {label}: " + ", ".join(
+                f"{t} " + " ".join(f"{m} {fold[t][m]:.1f}%" for m in METHODS) for t in TARGETS))
+        split_res["pooled"] = {t: {m: round(mape(np.concatenate(pooled[t][m]), np.concatenate(truth[t])), 2)
+                                   for m in METHODS} for t in TARGETS}
+        results[split_name] = split_res
+    for t in TARGETS:
+        residuals["roofline_extrapolation"][t] = np.concatenate(residuals["roofline_extrapolation"][t])
+    return results, residuals
+
+
+def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | None = None,
+          gbm_iters: int = 300, evaluate_splits: bool = True,
+          progress: Callable[[str], None] = _progress) -> dict[str, Any]:
+    """Load the dataset, evaluate on held-out splits, fit on everything and write the predictor folder.
+
+    Parameters
+    ----------
+    data_dir
+        The Jetson Nano dataset folder.
+    out_dir
+        Where to write ``predictor.json``, ``arrays.npz``, ``*.skops``, ``model_card.json`` and ``README.md``.
+    limit_per_stage
+        Use at most this many models per stage (quick runs and tests).
+    gbm_iters
+        Boosting iterations of the gradient-boosting models.
+    evaluate_splits
+        Run the held-out evaluation (needed for intervals; without it intervals come from training residuals).
+
+    Returns
+    -------
+    dict
+        The model card.
+    """
+    import skops.io as sio
+
+    from nni_hwaware.jetson.card import write_model_card
+
+    out = Path(out_dir)
+    t0 = time.time()
+    progress(f"loading {data_dir} ...")
+    models, report = load_dataset(data_dir, limit_per_stage=limit_per_stage)
+    progress(f"  {report.models} measured models ({report.skipped_unmeasured} rows without latency skipped, "
+             f"{report.duplicates} duplicates averaged); MACs match {report.macs_match}/{report.models}, "
+             f"params match {report.params_match}/{report.models}")
+    if report.models < 40:
+        raise HwAwareError(f"only {report.models} measured models found; need at least 40 to train")
+    progress("extracting per-layer graphs ...")
+    graphs = dataset_graphs(models, progress)
+    R, F = roofline_rows(graphs), feature_matrix(graphs)
+    Y = {"latency_ms": np.array([m.latency_ms for m in models]), "energy_mj": np.array([m.energy_mj for m in models])}
+    metrics: dict[str, Any] = {}
+    residuals: dict[str, Any] = {}
+    if evaluate_splits:
+        progress("held-out evaluation (roofline / gbm / hybrid) ...")
+        metrics, residuals = evaluate(R, F, Y, models, progress, gbm_iters)
+    progress("fitting on all data ...")
+    everything = np.arange(len(models))
+    final = {t: HybridFit(gbm_iters, floor_scale=_floor_scale(t, Y, everything)).fit(R, F, Y[t]) for t in TARGETS}
+    knn = KnnDistance(KNN_K).fit(F)
+    if evaluate_splits:
+        tr, te = residuals["random_split"]
+        held = KnnDistance(KNN_K).fit(F[tr]).score(F[te])
+    else:
+        held = KnnDistance(KNN_K).fit(F[::2]).score(F[1::2])
+    threshold = float(np.quantile(held, OOD_QUANTILE))
+    intervals: dict[str, Any] = {}
+    for t in TARGETS:
+        if evaluate_splits:
+            in_res, ood_res = residuals["hybrid_random"][t], residuals["roofline_extrapolation"][t]
+        else:
+            full = final[t].predict(R, F)
+            in_res = np.log(Y[t] / full["hybrid"])
+            ood_res = np.log(Y[t] / full["roofline"])
+        intervals[t] = {
+            "in_distribution": [float(np.quantile(in_res, q)) for q in INTERVAL_QUANTILES],
+            "out_of_distribution": [float(min(np.quantile(ood_res, INTERVAL_QUANTILES[0]), -0.1)),
+                                    float(max(np.quantile(ood_res, INTERVAL_QUANTILES[1]), 0.1))],
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "kind": "jetson_nano",
+        "version": ARTIFACT_VERSION,
+        "device": "NVIDIA Jetson Nano (TensorRT, batch 1, power mode 0)",
+        "targets": {"latency_ms": "average_latency(ms)", "energy_mj": "GPU_energy_per_inference (mJ)"},
+        "roofline": {t: final[t].roofline_.to_dict() for t in TARGETS},
+        "network_features": NETWORK_FEATURES,
+        "roofline_columns": ROOFLINE_COLUMNS,
+        "ood": {"method": f"mean Euclidean distance to the {KNN_K} nearest training networks in standardised "
+                          "network features", "k": KNN_K, "threshold": threshold,
+                "threshold_quantile": OOD_QUANTILE},
+        "interval_quantiles": list(INTERVAL_QUANTILES),
+        "intervals_log_ratio": intervals,
+        "gbm_files": {t: f"residual_{t}.skops" for t in TARGETS},
+        "training": {"models": report.models, "limit_per_stage": limit_per_stage, "gbm_iters": gbm_iters},
+    }
+    arrays = {k: np.asarray(v) for k, v in knn.arrays().items()}
+    tmp_npz = out / ".arrays.tmp.npz"
+    np.savez_compressed(tmp_npz, **arrays)
+    tmp_npz.replace(out / "arrays.npz")
+    for t in TARGETS:
+        tmp = out / f".residual_{t}.tmp.skops"
+        sio.dump(final[t].residual_, tmp)
+        tmp.replace(out / f"residual_{t}.skops")
+    from nni_hwaware.spaces.export import write_atomically
+
+    write_atomically(out / "predictor.json", (json.dumps(meta, indent=1) + "\n").encode())
+    card = write_model_card(out, meta, report.as_dict(), metrics, elapsed_s=time.time() - t0)
+    progress(f"wrote {out} in {time.time() - t0:.0f} s")
+    return card

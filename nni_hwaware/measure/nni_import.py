@@ -1,0 +1,119 @@
+"""Collect the results of an nnictl measuring experiment (``experiments/measure.yml``) into a store.
+
+Results are read from the experiment's own database (``<working dir>/<ID>/db/nni.sqlite``, final metrics),
+which works for running and stopped experiments alike, or from the REST API of a running experiment
+(``--port``). The working directory is looked up in NNI's experiment registry (``~/nni-experiments/.experiment``)
+unless given. Each result carries its device description, so measurements from a farm of remote boards land
+under their own devices. Importing twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure.nni_trial import RESULT_FORMAT
+from nni_hwaware.store import Measurement, MeasurementStore, space_text, text_hash
+
+NNI_HOME = Path.home() / "nni-experiments"
+
+
+@dataclass
+class ImportReport:
+    """What an import did."""
+
+    trials: int = 0
+    imported: int = 0
+    already_stored: int = 0
+
+
+def find_experiment_dir(experiment_id: str, working_dir: str | Path | None = None) -> Path:
+    """The folder of an experiment: ``working_dir/ID``, else from NNI's registry, else ``~/nni-experiments/ID``."""
+    candidates = []
+    if working_dir is not None:
+        candidates.append(Path(working_dir) / experiment_id)
+        candidates.append(Path(working_dir))
+    registry = Path.home() / "nni-experiments" / ".experiment"
+    try:
+        entry = json.loads(registry.read_text()).get(experiment_id)
+        if entry and entry.get("logDir"):
+            candidates.append(Path(entry["logDir"]) / experiment_id)
+    except (OSError, ValueError):
+        pass
+    candidates.append(NNI_HOME / experiment_id)
+    for folder in candidates:
+        if (folder / "db" / "nni.sqlite").is_file():
+            return folder
+    raise HwAwareError(f"no NNI experiment {experiment_id!r} found (looked in {', '.join(map(str, candidates))}); "
+                       "give --experiment-dir or --port of the running experiment")
+
+
+def _decode_metric(data: Any) -> Any:
+    """NNI stores a final metric as JSON text, sometimes JSON-encoded twice."""
+    for _ in range(3):
+        if not isinstance(data, str):
+            return data
+        try:
+            data = json.loads(data)
+        except ValueError:
+            return None
+    return data
+
+
+def read_results_from_dir(folder: Path) -> list[dict[str, Any]]:
+    """Final results of every trial, from the experiment database (read-only)."""
+    db = folder / "db" / "nni.sqlite"
+    try:
+        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=30)
+        rows = conn.execute("SELECT trialJobId, data FROM MetricData WHERE type='FINAL' ORDER BY timestamp").fetchall()
+        conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise HwAwareError(f"cannot read NNI experiment database {db}: {exc}") from None
+    return [{"trial": trial, "result": _decode_metric(data)} for trial, data in rows]
+
+
+def read_results_from_rest(port: int, host: str = "localhost") -> list[dict[str, Any]]:
+    """Final results of every trial, from a running experiment's REST API."""
+    url = f"http://{host}:{port}/api/v1/nni/metric-data"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            rows = json.loads(response.read().decode())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise HwAwareError(f"cannot read {url} ({exc}); is the experiment running on port {port}?") from None
+    return [{"trial": r.get("trialJobId"), "result": _decode_metric(r.get("data"))}
+            for r in rows if r.get("type") == "FINAL"]
+
+
+def import_results(results: list[dict[str, Any]], store: MeasurementStore, experiment_id: str) -> ImportReport:
+    """Store the measurements of the trials' final results (one transaction per measurement)."""
+    from nni_hwaware.spaces import load_space
+
+    report = ImportReport()
+    spaces: dict[str, Any] = {}
+    for item in results:
+        result = item["result"]
+        if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
+            continue  # a trial of another kind of experiment, or a failed one
+        report.trials += 1
+        name = result["space"]
+        if name not in spaces:
+            space = load_space(name)
+            if text_hash(space_text(space)) != result.get("space_hash"):
+                raise HwAwareError(f"the trials measured a different version of space {name!r} than the space file "
+                                   "here; import with the same nni-hwaware version as the trials")
+            spaces[name] = space
+        for data in result["measurements"]:
+            m = Measurement.from_dict(data)
+            m.campaign = f"nni:{experiment_id}"
+            m.extra = {**m.extra, "nni_trial": item["trial"]}
+            if store.add_measurement(m, space=spaces[name], device_description=result["device_description"]):
+                report.imported += 1
+            else:
+                report.already_stored += 1
+    return report

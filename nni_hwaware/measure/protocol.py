@@ -1,0 +1,170 @@
+"""The timing protocol of the ESM paper: warm-up, timed runs, a trimmed mean, and an adaptive stop.
+
+The paper measures every model 150 times after a warm-up, drops the fastest and the slowest 20 % of the runs
+and reports the mean of the middle 60 %. Every number here is a default a user can change. The adaptive mode
+stops early once the confidence interval of the trimmed mean is narrow enough (relative to the mean), which
+saves runs on quiet machines without lowering the precision asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from nni_hwaware.errors import HwAwareError
+
+DEFAULT_RUNS = 150
+DEFAULT_WARMUP = 10
+DEFAULT_TRIM = 0.2
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one model is timed.
+
+    Parameters
+    ----------
+    runs
+        Number of timed runs (the maximum in adaptive mode). ESM: 150.
+    warmup
+        Untimed runs before timing (lazy initialisation, caches, clocks ramping up).
+    trim
+        Share of runs dropped at each end before averaging (0.2 keeps the middle 60 %).
+    adaptive
+        Stop as soon as the confidence interval of the trimmed mean is within ``ci_rel_width``.
+    ci_rel_width
+        Target half-width of the confidence interval, relative to the trimmed mean (0.01 = +-1 %).
+    confidence
+        Confidence level of that interval.
+    min_runs
+        Adaptive mode never stops before this many runs.
+    check_every
+        Adaptive mode tests the stopping rule after every ``check_every`` runs.
+
+    Examples
+    --------
+    >>> Protocol(runs=50, adaptive=True, ci_rel_width=0.02).runs
+    50
+    """
+
+    runs: int = DEFAULT_RUNS
+    warmup: int = DEFAULT_WARMUP
+    trim: float = DEFAULT_TRIM
+    adaptive: bool = False
+    ci_rel_width: float = 0.01
+    confidence: float = 0.95
+    min_runs: int = 20
+    check_every: int = 5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.runs, bool) or not isinstance(self.runs, int) or self.runs < 1:
+            raise HwAwareError(f"--runs must be a positive integer, got {self.runs!r}")
+        if self.warmup < 0:
+            raise HwAwareError(f"--warmup must be >= 0, got {self.warmup!r}")
+        if not 0 <= self.trim < 0.5:
+            raise HwAwareError(f"--trim must be in [0, 0.5), got {self.trim!r}")
+        if not 0 < self.ci_rel_width < 1:
+            raise HwAwareError(f"--ci-width must be in (0, 1), got {self.ci_rel_width!r}")
+        if not 0.5 <= self.confidence < 1:
+            raise HwAwareError(f"--confidence must be in [0.5, 1), got {self.confidence!r}")
+        if self.min_runs < 3 or self.check_every < 1:
+            raise HwAwareError("--min-runs must be >= 3 and check_every >= 1")
+
+    def to_dict(self) -> dict:
+        """JSON-able form, stored with every measurement."""
+        return asdict(self)
+
+
+@dataclass
+class TimingResult:
+    """Summary of the timed runs of one model (all in milliseconds)."""
+
+    mean_ms: float
+    std_ms: float
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    runs: int
+    kept: int
+    ci_half_width_ms: float
+    samples_ms: list[float] = field(repr=False, default_factory=list)
+
+    @property
+    def cv(self) -> float:
+        """Relative standard deviation of the kept runs."""
+        return self.std_ms / self.mean_ms if self.mean_ms > 0 else float("inf")
+
+
+def trimmed_stats(samples: Sequence[float], trim: float = DEFAULT_TRIM, confidence: float = 0.95) -> TimingResult:
+    """Trimmed mean, standard deviation of the kept runs, and a confidence interval of the trimmed mean.
+
+    The interval is Tukey and McLaughlin's: the standard error of a ``trim``-trimmed mean is the winsorised
+    standard deviation divided by ``(1 - 2 trim) sqrt(n)``, with a Student t quantile on ``n - 2g - 1``
+    degrees of freedom (``g`` runs dropped at each end).
+
+    Examples
+    --------
+    >>> r = trimmed_stats([1.0, 2.0, 2.0, 2.0, 100.0], trim=0.2)
+    >>> r.mean_ms, r.kept
+    (2.0, 3)
+    """
+    x = np.sort(np.asarray(samples, dtype=float))
+    n = len(x)
+    if n == 0:
+        raise HwAwareError("no timed runs to summarise")
+    g = int(math.floor(trim * n))
+    kept = x[g : n - g] if n - 2 * g > 0 else x
+    mean = float(kept.mean())
+    std = float(kept.std(ddof=1)) if len(kept) > 1 else 0.0
+    half = float("inf")
+    if n - 2 * g > 1:
+        wins = x.copy()
+        wins[:g] = x[g]
+        wins[n - g :] = x[n - g - 1]
+        sw = float(wins.std(ddof=1))
+        se = sw / ((1 - 2 * g / n) * math.sqrt(n))
+        half = _t_quantile(confidence, n - 2 * g - 1) * se
+    return TimingResult(
+        mean_ms=mean, std_ms=std, median_ms=float(np.median(x)), min_ms=float(x[0]), max_ms=float(x[-1]),
+        runs=n, kept=len(kept), ci_half_width_ms=half, samples_ms=[float(v) for v in samples],
+    )
+
+
+def _t_quantile(confidence: float, dof: int) -> float:
+    from scipy.stats import t  # scipy comes with scikit-learn; imported late to keep start-up quick
+
+    return float(t.ppf(0.5 + confidence / 2, max(dof, 1)))
+
+
+def run_protocol(time_one_run: Callable[[], float], protocol: Protocol) -> TimingResult:
+    """Warm up, then time runs until ``protocol.runs`` (or the adaptive rule) is reached.
+
+    Parameters
+    ----------
+    time_one_run
+        Runs one inference and returns its duration in milliseconds.
+    protocol
+        The protocol.
+
+    Examples
+    --------
+    >>> import itertools
+    >>> durations = itertools.cycle([1.0, 1.01, 0.99])
+    >>> run_protocol(lambda: next(durations), Protocol(runs=30, warmup=0)).runs
+    30
+    """
+    for _ in range(protocol.warmup):
+        time_one_run()
+    samples: list[float] = []
+    for i in range(protocol.runs):
+        samples.append(float(time_one_run()))
+        done = i + 1
+        if (protocol.adaptive and done >= protocol.min_runs and done < protocol.runs
+                and (done - protocol.min_runs) % protocol.check_every == 0):
+            stats = trimmed_stats(samples, protocol.trim, protocol.confidence)
+            if stats.ci_half_width_ms <= protocol.ci_rel_width * stats.mean_ms:
+                return stats
+    return trimmed_stats(samples, protocol.trim, protocol.confidence)

@@ -1,0 +1,305 @@
+"""Measure models through a backend into the store: one model, a list of architectures, or an ONNX file.
+
+:class:`Measurer` applies the protocol (and the energy window where a meter exists) to one model at a time;
+:func:`measure_architectures` is what the ESM builder calls to get latencies of architectures of a space,
+reusing whatever the store already holds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure.backends import Backend, ModelToMeasure, get_backend, host_description
+from nni_hwaware.measure.energy import EnergyMeter, create_meter
+from nni_hwaware.measure.protocol import Protocol, TimingResult, run_protocol
+from nni_hwaware.store import ONNX_SPACE, Measurement, MeasurementStore, device_key, text_hash
+
+#: a measurement whose kept runs vary more than this (std / mean) is flagged as an outlier
+DEFAULT_OUTLIER_CV = 0.10
+
+
+@dataclass
+class ModelResult:
+    """Timing (and energy) of one model, before it becomes a stored :class:`Measurement`."""
+
+    timing: TimingResult
+    build_time_s: float
+    energy_mj: float | None = None
+    power_w: float | None = None
+    idle_power_w: float | None = None
+    energy_extra: dict[str, Any] | None = None
+
+
+class Measurer:
+    """Times models on one backend with one protocol, and meters their energy where possible.
+
+    Parameters
+    ----------
+    backend
+        The backend (see :func:`nni_hwaware.measure.backends.get_backend`).
+    protocol
+        Timing protocol.
+    meter
+        Energy meter or ``None`` (energy is then ``None``).
+    energy_seconds
+        Length of the energy window (inferences back to back); at least the meter's minimum.
+    idle_seconds
+        Length of the idle-power window, measured once when the first model is metered.
+    outlier_cv
+        Relative std above which a measurement is flagged as an outlier.
+
+    Examples
+    --------
+    >>> from nni_hwaware.measure.backends import get_backend
+    >>> measurer = Measurer(get_backend("onnxruntime"), Protocol(runs=20, warmup=2))
+    >>> sorted(measurer.device_description)[:3]
+    ['accelerator', 'backend', 'backend_version']
+    """
+
+    def __init__(self, backend: Backend, protocol: Protocol | None = None, meter: EnergyMeter | None = None, *,
+                 energy_seconds: float = 2.0, idle_seconds: float = 2.0,
+                 outlier_cv: float = DEFAULT_OUTLIER_CV) -> None:
+        self.backend = backend
+        self.protocol = protocol or Protocol()
+        self.meter = meter
+        self.energy_seconds = max(energy_seconds, meter.min_window_s if meter else 0.0)
+        self.idle_seconds = max(idle_seconds, meter.min_window_s if meter else 0.0)
+        self.outlier_cv = outlier_cv
+        self.idle_power_w: float | None = None
+        self.device_description = {**host_description(), **backend.describe()}
+        self.device_key = device_key(self.device_description)
+
+    def measure_idle(self) -> float:
+        """Idle power in watts over ``idle_seconds`` (nothing running)."""
+        assert self.meter is not None
+        self.meter.start()
+        time.sleep(self.idle_seconds)
+        self.idle_power_w = self.meter.stop().power_w
+        return self.idle_power_w
+
+    def measure(self, model: ModelToMeasure) -> ModelResult:
+        """Open the model, time it with the protocol, meter its energy, close it."""
+        with self.backend.open(model) as session:
+            timing = run_protocol(session.run_once, self.protocol)
+            result = ModelResult(timing=timing, build_time_s=session.build_time_s)
+            if self.meter is not None:
+                if self.idle_power_w is None:
+                    self.measure_idle()
+                chunk = max(1, int(0.05 / max(timing.mean_ms / 1e3, 1e-6)))
+                count = 0
+                self.meter.start()
+                start = time.monotonic()
+                while time.monotonic() - start < self.energy_seconds:
+                    session.run_untimed(chunk)
+                    count += chunk
+                reading = self.meter.stop()
+                idle = self.idle_power_w or 0.0
+                dynamic_mj = reading.energy_mj - idle * 1e3 * reading.duration_s
+                result.energy_mj = dynamic_mj / count
+                result.power_w = reading.power_w
+                result.idle_power_w = idle
+                result.energy_extra = {
+                    "energy_inferences": count, "energy_window_s": reading.duration_s,
+                    "energy_total_per_inference_mj": reading.energy_mj / count,
+                    **({"rails_mj_per_inference": {k: v / count for k, v in reading.rails_mj.items()}}
+                       if reading.rails_mj else {}),
+                }
+        return result
+
+    def to_measurement(self, result: ModelResult, *, space: str, arch_hash: str, arch_json: str, input_size: int,
+                       campaign: str | None = None, extra: dict[str, Any] | None = None) -> Measurement:
+        """Turn a result into a storable :class:`Measurement` recording the protocol and the configuration."""
+        t = result.timing
+        return Measurement(
+            space=space, arch_hash=arch_hash, arch_json=arch_json, device_key=self.device_key,
+            backend=self.backend.name, precision=self.backend.precision, input_size=input_size, batch_size=1,
+            latency_ms=t.mean_ms, latency_std_ms=t.std_ms, latency_median_ms=t.median_ms, latency_min_ms=t.min_ms,
+            ci_half_width_ms=t.ci_half_width_ms if t.ci_half_width_ms != float("inf") else None,
+            runs=t.runs, warmup=self.protocol.warmup, trim=self.protocol.trim, adaptive=self.protocol.adaptive,
+            threads=self.backend.threads, energy_mj=result.energy_mj, power_w=result.power_w,
+            idle_power_w=result.idle_power_w, energy_meter=self.meter.name if self.meter else None,
+            build_time_s=result.build_time_s, outlier=bool(t.cv > self.outlier_cv), campaign=campaign,
+            extra={"protocol": self.protocol.to_dict(), "max_runs": self.protocol.runs, "cv": t.cv,
+                   **(result.energy_extra or {}), **(extra or {})},
+        )
+
+    def close(self) -> None:
+        """Release the meter."""
+        if self.meter is not None:
+            self.meter.close()
+
+
+def make_measurer(backend: str | Backend = "onnxruntime", *, threads: int = 1, device: str | None = None,
+                  precision: str = "fp32", protocol: Protocol | None = None, energy: str = "auto",
+                  energy_seconds: float = 2.0, idle_seconds: float = 2.0) -> Measurer:
+    """A :class:`Measurer` from names (what the CLI and the NNI trial use)."""
+    if isinstance(backend, str):
+        backend = get_backend(backend, threads=threads, device=device, precision=precision)
+    meter = create_meter(energy, backend.accelerator)
+    return Measurer(backend, protocol, meter, energy_seconds=energy_seconds, idle_seconds=idle_seconds)
+
+
+def architecture_model(space: Any, arch: Any, backend_name: str, input_size: int) -> ModelToMeasure:
+    """What a backend needs for one architecture: ONNX bytes exported in memory, or a module factory."""
+    from nni_hwaware.spaces import build_module, export_onnx
+
+    shape = (1, int(space.defaults["in_channels"]), input_size, input_size)
+    name = f"{space.name}:{space.arch_hash(arch)}"
+    if backend_name == "torch":
+        return ModelToMeasure(name, shape, module_factory=lambda: build_module(space, arch, input_size=input_size))
+    return ModelToMeasure(name, shape, onnx=export_onnx(space, arch, None, input_size=input_size))
+
+
+def measure_architectures(
+    space: Any,
+    archs: Sequence[Any],
+    backend: str | Backend | Measurer,
+    store: MeasurementStore,
+    *,
+    input_size: int | None = None,
+    runs: int | None = None,
+    protocol: Protocol | None = None,
+    threads: int = 1,
+    energy: str = "auto",
+    remeasure: bool = False,
+    campaign: str | None = None,
+    progress: Callable[[int, int, Measurement], None] | None = None,
+) -> list[Measurement]:
+    """Measure architectures of a space through a backend into the store, reusing stored measurements.
+
+    Each model is committed in its own transaction as soon as it is measured.
+
+    Parameters
+    ----------
+    space
+        A :class:`~nni_hwaware.spaces.SearchSpace` or its name.
+    archs
+        Architectures (dicts or JSON).
+    backend
+        Backend name, a :class:`Backend`, or a ready :class:`Measurer`.
+    store
+        The measurement store.
+    input_size
+        Input resolution (default: the space's).
+    runs, protocol
+        Timed runs (shortcut) or a full :class:`Protocol`.
+    threads, energy
+        Used when ``backend`` is a name.
+    remeasure
+        Measure again what is stored (the old values go to the history table).
+    progress
+        Called as ``progress(done, total, measurement)`` after each model.
+
+    Returns
+    -------
+    list[Measurement]
+        One per architecture, in order.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from nni_hwaware.spaces import load_space, sample_architectures
+    >>> space = load_space("mobilenetv3")
+    >>> store = MeasurementStore(os.path.join(tempfile.mkdtemp(), "m.db"))
+    >>> out = measure_architectures(space, sample_architectures(space, 1, seed=0), "onnxruntime", store,
+    ...                             input_size=16, runs=10, energy="none")
+    >>> len(out), store.count()
+    (1, 1)
+    """
+    from nni_hwaware.spaces import load_space
+
+    if isinstance(space, str):
+        space = load_space(space)
+    size = space.resolve_input_size(input_size)
+    if protocol is None:
+        protocol = Protocol(runs=runs) if runs is not None else Protocol()
+    own = not isinstance(backend, Measurer)
+    measurer = backend if isinstance(backend, Measurer) else make_measurer(
+        backend, threads=threads, protocol=protocol, energy=energy)
+    try:
+        canon = [space.validate(a) for a in archs]
+        out: list[Measurement] = []
+        for i, arch in enumerate(canon):
+            arch_hash = space.arch_hash(arch)
+            stored = None if remeasure else store.get_measurement(
+                space, arch_hash, measurer.device_key, measurer.backend.name, size,
+                precision=measurer.backend.precision)
+            if stored is None:
+                result = measurer.measure(architecture_model(space, arch, measurer.backend.name, size))
+                stored = measurer.to_measurement(result, space=space.name, arch_hash=arch_hash,
+                                                 arch_json=space.canonical_json(arch), input_size=size,
+                                                 campaign=campaign)
+                store.add_measurement(stored, space=space, device_description=measurer.device_description,
+                                      replace=remeasure)
+            out.append(stored)
+            if progress is not None:
+                progress(i + 1, len(canon), stored)
+        return out
+    finally:
+        if own:
+            measurer.close()
+
+
+def measure_onnx_file(path: str | Path, measurer: Measurer, store: MeasurementStore, *,
+                      remeasure: bool = False) -> tuple[Measurement, bool]:
+    """Measure one ONNX file (any model) into the store under the pseudo-space ``onnx``.
+
+    The file is identified by the hash of its bytes; ``input_size`` is the last dimension of its first input
+    (0 if unknown). Returns the measurement and whether it was measured now (``False``: already stored).
+    """
+    import json
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HwAwareError(f"cannot read ONNX file {path}: {exc.strerror}") from None
+    file_hash = text_hash(data)
+    input_shape = _onnx_input_shape(data, path)
+    size = int(input_shape[-1]) if input_shape and isinstance(input_shape[-1], int) else 0
+    stored = None if remeasure else store.get_measurement(
+        ONNX_SPACE, file_hash, measurer.device_key, measurer.backend.name, size, precision=measurer.backend.precision)
+    if stored is not None:
+        return stored, False
+    result = measurer.measure(ModelToMeasure(path.name, None, onnx=data))
+    description = json.dumps({"file": path.name, "sha256": __import__("hashlib").sha256(data).hexdigest(),
+                              "bytes": len(data), "input_shape": input_shape}, sort_keys=True)
+    m = measurer.to_measurement(result, space=ONNX_SPACE, arch_hash=file_hash, arch_json=description,
+                                input_size=size, extra={"path": os.fspath(path.resolve())})
+    store.add_measurement(m, device_description=measurer.device_description, replace=remeasure)
+    return m, True
+
+
+def _onnx_input_shape(data: bytes, path: Path) -> list[Any] | None:
+    """Shape of the first graph input (dims as ints or names), or ``None`` if the file is not ONNX."""
+    try:
+        import onnx
+
+        model = onnx.load_model_from_string(data)
+    except Exception:  # the backend reports the real error when it loads the model
+        return None
+    initializers = {i.name for i in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in initializers:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    return None
+
+
+def measure_architectures_unstored(space: Any, archs: Sequence[Any], measurer: Measurer, *,
+                                   input_size: int) -> list[Measurement]:
+    """Measure architectures without a store (NNI trials report them instead), in order."""
+    out = []
+    for arch in archs:
+        arch = space.validate(arch)
+        result = measurer.measure(architecture_model(space, arch, measurer.backend.name, input_size))
+        out.append(measurer.to_measurement(result, space=space.name, arch_hash=space.arch_hash(arch),
+                                           arch_json=space.canonical_json(arch), input_size=input_size))
+    return out

@@ -1,0 +1,31 @@
+"""Training on a small subset writes a loadable predictor through the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+from nni_hwaware.jetson.predictor import JetsonNanoPredictor
+from nni_hwaware.jetson.zoo import REFERENCE, ZOO, build, param_count
+
+
+def test_train_small_subset(tmp_path, shared_dir, cli):
+    out = tmp_path / "pred"
+    proc = cli("jetson-nano", "train", "--data", str(shared_dir / "data" / "jetson_nano"), "--out", str(out),
+               "--limit-per-stage", "12", "--gbm-iters", "20", "--no-eval")
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["data"]["report"]["macs_match_rate"] == 1.0
+    predictor = JetsonNanoPredictor.load(out)
+    assert predictor.meta["kind"] == "jetson_nano"
+
+
+def test_train_bad_data_folder(tmp_path, cli):
+    proc = cli("jetson-nano", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    last = proc.stderr.strip().splitlines()[-1]  # progress lines come first
+    assert proc.returncode == 2 and last.startswith("error: ") and "not found" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_zoo_parameter_counts_match_reference():
+    for name in ("MobileNetV2", "ShuffleNetV2", "ResNet50"):
+        assert name in ZOO and param_count(build(name)) == REFERENCE[name][3]
