@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
 
+    load_before = os.getloadavg()
     space = load_space(args.space)
     archs = sample_architectures(space, args.models, seed=11, strategy="balanced", bins=min(args.models, 5))
     camp_archs = sample_architectures(space, args.campaign, seed=12, strategy="balanced", bins=5)
@@ -135,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         "space": args.space, "input_size": args.input_size, "backend": "onnxruntime", "threads": args.threads,
         "host": {"cpu": _cpu(), "machine": platform.machine(), "python": platform.python_version(),
                  "onnxruntime": __import__("onnxruntime").__version__},
+        # other processes on the machine are the main source of spread: keep the load next to the numbers
+        "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
+                                "after": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count()},
         "protocol": Protocol().to_dict(), "repeatability": rep, "campaign_fixed": fixed,
         "campaign_adaptive": adaptive,
         "command": "python benchmarks/measurement.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -162,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, value in rows:
         print(f"{name:<58} {value:>12}")
+    print(f"load average before/after: {result['load_average_1_5_15']['before'][0]:.2f} / "
+          f"{result['load_average_1_5_15']['after'][0]:.2f} on {os.cpu_count()} cores")
     print(f"\nwrote {args.out}")
     return 0
 

@@ -12,7 +12,7 @@ The same ``(space, n, seed, strategy, bins)`` always gives the same architecture
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 import numpy as np
@@ -77,18 +77,13 @@ def sample_architectures(
     seen = set(exclude)
     out: list[Architecture] = []
     for total in totals:
-        for _attempt in range(1000):
-            arch = _draw(space, rng, total)
-            key = space.arch_hash(arch)
-            if key not in seen:
-                seen.add(key)
-                out.append(arch)
-                break
-        else:
+        arch = _draw_distinct(space, rng, lambda t=total: t, seen)
+        if arch is None:
             raise HwAwareError(
                 f"could not find {n} distinct architectures of {space.name!r} (only {len(out)} found); "
                 "ask for fewer"
             )
+        out.append(arch)
     return out
 
 
@@ -111,16 +106,24 @@ def sample_per_bin(
     for b, count in enumerate(counts):
         members = _bin_members(lo, hi, num_bins, b)
         for _ in range(count):
-            for _attempt in range(1000):
-                arch = _draw(space, rng, int(rng.choice(members)))
-                key = space.arch_hash(arch)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(arch)
-                    break
-            else:
+            arch = _draw_distinct(space, rng, lambda m=members: int(rng.choice(m)), seen)
+            if arch is None:
                 raise HwAwareError(f"bin {b + 1} of {space.name!r} has no more distinct architectures to draw")
+            out.append(arch)
     return out
+
+
+def _draw_distinct(
+    space: SearchSpace, rng: np.random.Generator, pick_total: Callable[[], int | None], seen: set[str]
+) -> Architecture | None:
+    """Draw until an architecture not in ``seen`` comes up (then record it), or give up after 1000 tries."""
+    for _attempt in range(1000):
+        arch = _draw(space, rng, pick_total())
+        key = space.arch_hash(arch)
+        if key not in seen:
+            seen.add(key)
+            return arch
+    return None
 
 
 def _bin_members(lo: int, hi: int, bins: int, b: int) -> list[int]:
