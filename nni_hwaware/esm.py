@@ -429,3 +429,54 @@ def predict_rows(predictor_dir: str | Path, space_name: str, archs: Sequence[Any
         }
         for i, arch in enumerate(canonical)
     ]
+
+
+def read_build_data(folder: str | Path, space: SearchSpace) -> dict[str, tuple[list[Architecture], np.ndarray]]:
+    """The measured train and held-out sets a predictor was built from (its ``data.jsonl``)."""
+    path = Path(folder) / "data.jsonl"
+    if not path.is_file():
+        raise HwAwareError(f"{path} is missing: the predictor's build data is needed to refit it; rebuild it "
+                           "with `nni-hwaware build`")
+    splits: dict[str, tuple[list[Architecture], list[float]]] = {"train": ([], []), "test": ([], [])}
+    try:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            archs, ys = splits[row["split"]]
+            archs.append(space.validate(row["arch"]))
+            ys.append(float(row["latency_ms"]))
+    except (ValueError, KeyError, TypeError):
+        raise HwAwareError(f"{path} is corrupt; rebuild the predictor") from None
+    return {k: (a, np.asarray(y, dtype=float)) for k, (a, y) in splits.items()}
+
+
+def refit_predictor(predictor: ESMPredictor, folder: str | Path, extra_archs: Sequence[Any],
+                    extra_latency: Sequence[float]) -> ESMPredictor:
+    """A predictor refitted on its training set plus new measurements of the same target.
+
+    The surrogate is a fresh copy with the same parameters, trained on the build's training architectures
+    and ``extra_archs`` (those in the build's held-out set are left out so it stays held out), and
+    calibrated and scored on the held-out set again; ``info["refits"]`` records each refit and its accuracy.
+    """
+    from sklearn.base import clone
+
+    data = read_build_data(folder, predictor.space)
+    train_archs, train_y = data["train"]
+    test_archs, test_y = data["test"]
+    held_out = {predictor.space.arch_hash(a) for a in test_archs}
+    known = {predictor.space.arch_hash(a) for a in train_archs}
+    new = [(predictor.space.validate(a), float(y)) for a, y in zip(extra_archs, extra_latency)]
+    new = [(a, y) for a, y in new if predictor.space.arch_hash(a) not in held_out | known]
+    archs = list(train_archs) + [a for a, _ in new]
+    y = np.concatenate([train_y, np.asarray([v for _, v in new], dtype=float)])
+    model = clone(predictor.model).fit(predictor.encoder.encode(archs, validate=False), y)
+    X_test = predictor.encoder.encode(test_archs, validate=False)
+    if hasattr(model, "calibrate"):
+        model.calibrate(X_test, test_y)
+    bins = predictor.info["bin_edges_total_blocks"][2]
+    test_bins = [predictor.space.depth_bin(predictor.space.total_depth(a), bins) for a in test_archs]
+    scored = metrics.summary(test_y, model.predict(X_test), test_bins, bins)
+    refits = [*predictor.info.get("refits", []), {"added": len(new), "train_size": len(y),
+                                                  "accuracy_before": predictor.info["metrics"]["accuracy"],
+                                                  "accuracy": scored["accuracy"]}]
+    info = dict(predictor.info, train_size=len(y), metrics=scored, refits=refits)
+    return ESMPredictor(predictor.space, predictor.encoder, model, info)

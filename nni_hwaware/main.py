@@ -1,90 +1,44 @@
-"""The main job of ``./run.sh main``: a tour of the search spaces, from space file to NNI and ONNX.
+"""The main job of ``./run.sh main``: the quickstart hardware-aware NAS experiment on NNI.
 
-For every shipped space it samples architectures with balanced sampling, builds each as a PyTorch module,
-runs it, exports it to ONNX and runs that with onnxruntime, freezes the same architecture through the NNI
-``ModelSpace`` and checks it names the same network, and writes the nnictl search space. Everything lands in
-``runs/demo/`` (or ``--out``).
+It runs ``experiments/quickstart.yml`` with nnictl: NNI's TPE proposes architectures of the ``convnet``
+space, the shipped Jetson Nano predictor keeps only those within a latency and an energy budget, and each
+trial trains its network briefly on scikit-learn's digits. When the experiment is done it prints the best
+architectures within budget (accuracy, latency, energy and where those numbers came from), writes a Pareto
+plot to ``runs/quickstart/pareto.png`` and says where NNI's web UI is and how to stop the experiment.
+``nni-hwaware nas run --config FILE`` does the same for any hardware-aware experiment config.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
 from nni_hwaware.errors import HwAwareError
 
-DEMO_INPUT = {"resnet": 32, "mobilenetv3": 32, "densenet": 32, "convnet": 32}
-
-
-def run_demo(out: Path, per_space: int, seed: int) -> list[dict]:
-    """Sample, build, run, export and round-trip ``per_space`` architectures of every space."""
-    import numpy as np
-    import onnxruntime as ort
-    import torch
-
-    from nni_hwaware.spaces import build_module, example_input, export_onnx, list_spaces, load_space
-    from nni_hwaware.spaces import sample_architectures as sample
-    from nni_hwaware.spaces.export import write_atomically
-    from nni_hwaware.spaces.nni_space import HwModelSpace, arch_to_sample, hpo_search_space
-
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in list_spaces():
-        space = load_space(name)
-        size = DEMO_INPUT.get(name, space.input_size)
-        print(f"\n== {name}: {space.num_architectures:.3e} architectures, units "
-              f"{[(u.name, u.min_depth, u.max_depth) for u in space.units]}")
-        write_atomically(out / f"{name}.nni-hpo.json", json.dumps(hpo_search_space(space), indent=1).encode())
-        model_space = HwModelSpace(name, input_size=size)
-        for arch in sample(space, per_space, seed=seed, strategy="balanced"):
-            arch_id = space.arch_hash(arch)
-            model = build_module(space, arch, input_size=size)
-            x = example_input(space, size)
-            with torch.no_grad():
-                y = model(x).numpy()
-            onnx_path = out / f"{name}-{arch_id}.onnx"
-            export_onnx(space, arch, onnx_path, input_size=size)
-            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-            session.run(None, {"input": x.numpy()})
-            start = time.perf_counter()
-            for _ in range(5):
-                session.run(None, {"input": x.numpy()})
-            ort_ms = (time.perf_counter() - start) / 5 * 1e3
-            frozen = model_space.freeze(arch_to_sample(space, arch))
-            params = sum(p.numel() for p in model.parameters())
-            assert frozen.architecture == arch and np.isfinite(y).all()
-            row = {
-                "space": name, "arch_hash": arch_id, "total_blocks": space.total_depth(arch),
-                "params_M": round(params / 1e6, 3), "input_size": size, "onnxruntime_ms": round(ort_ms, 2),
-                "onnx": str(onnx_path),
-            }
-            rows.append(row)
-            print(f"  {arch_id}  blocks={row['total_blocks']:>3}  params={row['params_M']:>8.3f}M  "
-                  f"onnxruntime {ort_ms:7.2f} ms at {size}x{size} (5-run mean, not a measurement protocol)")
-    write_atomically(out / "summary.json", json.dumps(rows, indent=1).encode())
-    return rows
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the main job and print where its outputs are."""
+    """Run the quickstart experiment and print its report."""
     warnings.filterwarnings("ignore")
-    parser = argparse.ArgumentParser(prog="./run.sh main", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    parser.add_argument("--per-space", type=int, default=3, help="architectures per space")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(prog="./run.sh main", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=QUICKSTART, help="experiment YAML (default: the quickstart)")
+    parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
+    parser.add_argument("--port", type=int, default=None, help="web UI port (default 8080, or a free one)")
+    parser.add_argument("--trials", type=int, default=None, help="override maxTrialNumber")
+    parser.add_argument("--stop", action="store_true", help="stop the experiment when done (no web UI afterwards)")
     args = parser.parse_args(argv)
+    from nni_hwaware.nas.experiment import format_report, run_experiment
+
     try:
-        rows = run_demo(args.out, args.per_space, args.seed)
+        report = run_experiment(args.config, out=args.out, port=args.port, trials=args.trials, stop=args.stop)
     except HwAwareError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    print(f"\n{len(rows)} architectures built, run and exported; ONNX files, nnictl search spaces and "
-          f"summary.json are in {args.out}/")
-    return 0
+    print(format_report(report))
+    return 0 if report["rows"] else 1
 
 
 if __name__ == "__main__":

@@ -70,3 +70,38 @@ def convergence(curves: Mapping[str, Sequence[tuple[int, float]]], acc_th: float
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def pareto_accuracy_latency(points: Sequence[Mapping[str, Any]], path: Path, *, latency_budget: float | None = None,
+                            energy_budget: float | None = None, title: str = "") -> None:
+    """Accuracy against latency (and energy, when known) of searched architectures, Pareto front marked.
+
+    ``points`` hold ``accuracy``, ``latency_ms``, ``energy_mj`` (or None), ``pareto`` (bool) and ``source``.
+    """
+    plt = _pyplot()
+    with_energy = any(p.get("energy_mj") is not None for p in points)
+    fig, axes = plt.subplots(1, 2 if with_energy else 1, figsize=(10 if with_energy else 5.5, 4.5), squeeze=False)
+    panels = [("latency_ms", "latency (ms)", latency_budget)]
+    if with_energy:
+        panels.append(("energy_mj", "energy per inference (mJ)", energy_budget))
+    for ax, (key, label, budget) in zip(axes[0], panels):
+        for source, marker in (("surrogate", "o"), ("measured", "s")):
+            sel = [p for p in points if p.get(key) is not None and p.get("source", "surrogate") == source]
+            if sel:
+                ax.scatter([p[key] for p in sel], [p["accuracy"] for p in sel], marker=marker, s=28, alpha=0.75,
+                           c=["tab:red" if p.get("pareto") else "tab:blue" for p in sel],
+                           label=f"{source} latency")
+        front = sorted((p for p in points if p.get("pareto") and p.get(key) is not None), key=lambda p: p[key])
+        if front:
+            ax.step([p[key] for p in front], [p["accuracy"] for p in front], where="post", color="tab:red", lw=1,
+                    label="Pareto front (accuracy, latency, energy)")
+        if budget is not None:
+            ax.axvline(budget, color="k", ls="--", lw=1, label="budget")
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "nni_hwaware.cli.esm",
     "nni_hwaware.cli.predict",
     "nni_hwaware.cli.jetson",
+    "nni_hwaware.cli.nas",
 )
 
 

@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="file to write (default: stdout)")
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("demo", help="sample, build, run, export and NNI-freeze architectures of every space")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    p.add_argument("--per-space", type=int, default=3, help="architectures per space")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+
 
 def _list(args: argparse.Namespace) -> int:
     for name in list_spaces():
@@ -109,4 +115,15 @@ def _export(args: argparse.Namespace) -> int:
         write_atomically(args.out, text.encode())
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from nni_hwaware.spaces.demo import run_demo
+
+    if args.per_space < 1:
+        raise HwAwareError(f"--per-space must be at least 1, got {args.per_space}")
+    rows = run_demo(args.out, args.per_space, args.seed)
+    print(f"\n{len(rows)} architectures built, run and exported; ONNX files, nnictl search spaces and "
+          f"summary.json are in {args.out}/")
     return 0

@@ -54,7 +54,7 @@ def find_experiment_dir(experiment_id: str, working_dir: str | Path | None = Non
                        "give --experiment-dir or --port of the running experiment")
 
 
-def _decode_metric(data: Any) -> Any:
+def decode_metric(data: Any) -> Any:
     """NNI stores a final metric as JSON text, sometimes JSON-encoded twice."""
     for _ in range(3):
         if not isinstance(data, str):
@@ -75,7 +75,7 @@ def read_results_from_dir(folder: Path) -> list[dict[str, Any]]:
         conn.close()
     except sqlite3.DatabaseError as exc:
         raise HwAwareError(f"cannot read NNI experiment database {db}: {exc}") from None
-    return [{"trial": trial, "result": _decode_metric(data)} for trial, data in rows]
+    return [{"trial": trial, "result": decode_metric(data)} for trial, data in rows]
 
 
 def read_results_from_rest(port: int, host: str = "localhost") -> list[dict[str, Any]]:
@@ -86,7 +86,7 @@ def read_results_from_rest(port: int, host: str = "localhost") -> list[dict[str,
             rows = json.loads(response.read().decode())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise HwAwareError(f"cannot read {url} ({exc}); is the experiment running on port {port}?") from None
-    return [{"trial": r.get("trialJobId"), "result": _decode_metric(r.get("data"))}
+    return [{"trial": r.get("trialJobId"), "result": decode_metric(r.get("data"))}
             for r in rows if r.get("type") == "FINAL"]
 
 

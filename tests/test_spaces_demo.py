@@ -1,4 +1,4 @@
-"""The README's main job runs end to end on a small setting."""
+"""`nni-hwaware spaces demo`: every space sampled, built, run, exported to ONNX and frozen through NNI."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_main_job_builds_runs_and_exports_every_space(tmp_path):
+def test_spaces_demo_builds_runs_and_exports_every_space(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "nni_hwaware.main", "--out", str(out), "--per-space", "1"],
+        [sys.executable, "-m", "nni_hwaware.cli", "spaces", "demo", "--out", str(out), "--per-space", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr

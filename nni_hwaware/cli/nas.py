@@ -1,0 +1,46 @@
+"""``nni-hwaware nas ...``: run and check hardware-aware nnictl experiments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``nas`` command and its sub-commands."""
+    nas = subparsers.add_parser("nas", help="hardware-aware NAS experiments on NNI: run, check")
+    sub = nas.add_subparsers(dest="nas_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="start an nnictl experiment, wait for it, report the best within budget")
+    p.add_argument("--config", type=Path, required=True, help="experiment YAML, e.g. experiments/quickstart.yml")
+    p.add_argument("--out", type=Path, default=Path("runs/nas"), help="output folder")
+    p.add_argument("--port", type=int, default=None, help="web UI port (default 8080, or a free one)")
+    p.add_argument("--trials", type=int, default=None, help="override maxTrialNumber")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the experiment")
+    p.add_argument("--stop", action="store_true", help="stop the experiment when done")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("check", help="check a hardware-aware experiment config without starting it")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--samples", type=int, default=100, help="random architectures tried against the budget")
+    p.set_defaults(func=_check)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nni_hwaware.nas.experiment import format_report, run_experiment
+
+    report = run_experiment(args.config, out=args.out, port=args.port, trials=args.trials, stop=args.stop,
+                            timeout=args.timeout)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0 if report["rows"] else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    from nni_hwaware.nas.experiment import load_config, preflight
+
+    info = preflight(load_config(args.config), args.config.resolve().parent, samples=args.samples)
+    print(json.dumps(info, indent=1))
+    return 0
