@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "nni_hwaware.cli.predict",
     "nni_hwaware.cli.jetson",
     "nni_hwaware.cli.nas",
+    "nni_hwaware.cli.nnmeter",
 )
 
 

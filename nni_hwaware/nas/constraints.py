@@ -20,7 +20,7 @@ from typing import Any
 from nni.nas.strategy.middleware import Filter
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas.hardware import HardwareEstimate, HardwarePredictor
+from nni_hwaware.nas.hardware import HardwareEstimate, HardwarePredictor, as_hardware_predictor
 from nni_hwaware.spaces.nni_space import sample_to_arch
 
 _logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class HardwareFilter(Filter):
                  metric_for_invalid: float | None = None, patience: int = 200) -> None:
         super().__init__(self._accept, metric_for_invalid=metric_for_invalid, patience=patience)
         self.space = model_space.space
-        self.predictor = predictor if isinstance(predictor, HardwarePredictor) else HardwarePredictor(
+        self.predictor = as_hardware_predictor(
             predictor, self.space, getattr(model_space, "input_size", None))
         budget.check_predictor(self.predictor)
         self.budget = budget
@@ -158,6 +158,10 @@ class HardwareFilter(Filter):
         verdict = self.verdict(model.sample)
         (self.accepted if verdict.ok else self.rejected).append(verdict)
         return verdict.ok
+
+    def extra_repr(self) -> str:
+        # NNI's Filter repr formats its filter function, which is our bound method: its repr would recurse
+        return f"predictor={self.predictor.kind!r}, budget={self.budget.to_dict()}, patience={self.patience}"
 
     def budget_available(self) -> bool:
         if self._filter_count_patience >= self.patience and self.exhausted_message is None:

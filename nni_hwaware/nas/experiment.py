@@ -71,7 +71,7 @@ def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, s
     export, or none of ``samples`` random architectures meets the budget.
     """
     from nni_hwaware.nas.constraints import Budget
-    from nni_hwaware.nas.hardware import HardwarePredictor
+    from nni_hwaware.nas.hardware import as_hardware_predictor, nn_meter_folder
     from nni_hwaware.spaces import sample_architectures
     from nni_hwaware.spaces.nni_space import hpo_search_space
 
@@ -85,9 +85,10 @@ def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, s
     code_dir = _resolve(config_dir, str(config.get("trialCodeDirectory", ".")))
     predictor_arg = args["predictor"]
     # the tuner and the trials resolve relative predictor paths from the code directory
-    if not Path(predictor_arg).is_absolute() and (code_dir / predictor_arg / "predictor.json").is_file():
+    if not Path(predictor_arg).is_absolute() and ((code_dir / predictor_arg / "predictor.json").is_file()
+                                                  or nn_meter_folder(code_dir / predictor_arg) is not None):
         predictor_arg = str(code_dir / predictor_arg)
-    predictor = HardwarePredictor(predictor_arg, args["space"], args.get("input_size"))
+    predictor = as_hardware_predictor(predictor_arg, args["space"], args.get("input_size"))
     budget = None
     if args.get("latency_budget_ms") is not None or args.get("energy_budget_mj") is not None:
         budget = Budget(args.get("latency_budget_ms"), args.get("energy_budget_mj"), float(args.get("margin", 0.0)))
@@ -215,6 +216,9 @@ def summarize(trials: list[dict[str, Any]], space_name: str) -> list[dict[str, A
                      "energy_mj": None if r.get("energy_mj") is None else float(r["energy_mj"]),
                      "source": r.get("latency_source", "surrogate"), "energy_source": r.get("energy_source"),
                      "within_budget": r.get("within_budget"), "in_distribution": r.get("in_distribution"),
+                     **({"nn_meter_latency_ms": r["nn_meter_latency_ms"],
+                         "nn_meter_within_budget": r.get("nn_meter_within_budget")}
+                        if "nn_meter_latency_ms" in r else {}),
                      "arch": hpo_params_to_arch(space, t["parameters"])})
     for row, optimal in zip(rows, pareto_front(rows)):
         row["pareto"] = optimal
@@ -222,13 +226,17 @@ def summarize(trials: list[dict[str, Any]], space_name: str) -> list[dict[str, A
 
 
 def _table(rows: list[dict[str, Any]], top: int) -> str:
-    lines = [f"{'trial':<8} {'accuracy':>8} {'latency ms':>11} {'energy mJ':>10} {'source':>9} {'pareto':>6}  "
-             "architecture"]
+    nn_meter = any("nn_meter_latency_ms" in r for r in rows)
+    lines = [f"{'trial':<8} {'accuracy':>8} {'latency ms':>11} {'energy mJ':>10} {'source':>9} {'in-dist':>7} "
+             f"{'pareto':>6}  " + ("nn-Meter ms  " if nn_meter else "") + "architecture"]
     for r in sorted(rows, key=lambda r: -r["accuracy"])[:top]:
         energy = "-" if r["energy_mj"] is None else f"{r['energy_mj']:.2f}"
         arch = json.dumps(r["arch"], separators=(",", ":"))
         lines.append(f"{r['trial']:<8} {r['accuracy']:>8.4f} {r['latency_ms']:>11.3f} {energy:>10} "
-                     f"{r['source']:>9} {'yes' if r['pareto'] else '':>6}  {arch[:90] + ('...' if len(arch) > 90 else '')}")
+                     f"{r['source']:>9} {'no' if r['in_distribution'] is False else 'yes':>7} "
+                     f"{'yes' if r['pareto'] else '':>6}  "
+                     + (f"{r.get('nn_meter_latency_ms', float('nan')):>11.3f}  " if nn_meter else "")
+                     + f"{arch[:90] + ('...' if len(arch) > 90 else '')}")
     return "\n".join(lines)
 
 
@@ -380,6 +388,10 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
         within = [r for r in report["rows"] if r["within_budget"] is not False]
         lines += [f"best architectures within budget ({len(within)} of {len(report['rows'])}):",
                   _table(within, top)]
+    ood = sum(r["in_distribution"] is False for r in report["rows"])
+    if ood:
+        lines.append(f"{ood} of {len(report['rows'])} trial(s) lie outside the predictor's training data "
+                     "(in-dist: no): their hardware numbers are less certain; a trial with --fallback measures them")
     if report.get("message"):
         lines.append(report["message"])
     out = Path(report["effective_config"]).parent

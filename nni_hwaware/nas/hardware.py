@@ -84,6 +84,36 @@ def resolve_predictor_dir(predictor: str | Path) -> Path:
                        "`nni-hwaware build` or the shipped predictors/jetson_nano")
 
 
+def nn_meter_folder(predictor: Any) -> Path | None:
+    """The nn-Meter predictor folder ``predictor`` names (``fusion_rules.json`` in it or in ``predictor/``).
+
+    Relative paths are tried against the working directory, then the repository root, as for our folders.
+    """
+    if not isinstance(predictor, (str, Path)):
+        return None
+    given = Path(predictor).expanduser()
+    candidates = [given] if given.is_absolute() else [given, data_dir("predictors").parent / given]
+    for path in candidates:
+        if (path / "fusion_rules.json").is_file() or (path / "predictor" / "fusion_rules.json").is_file():
+            return path
+    return None
+
+
+def as_hardware_predictor(predictor: Any, space: str | SearchSpace, input_size: int | None = None) -> Any:
+    """Anything with ``estimate(arch)`` as is; an nn-Meter folder as an nn-Meter estimator; else ours.
+
+    This is how the profiler, the filter, the tuner and the trials take nn-Meter's predictors beside ours.
+    """
+    if hasattr(predictor, "estimate"):
+        return predictor
+    folder = nn_meter_folder(predictor)
+    if folder is not None:
+        from nni_hwaware.nnmeter.predictor import NnMeterEstimator
+
+        return NnMeterEstimator(folder, space, input_size)
+    return HardwarePredictor(predictor, space, input_size)
+
+
 def sibling_path(predictor: str | Path, folder: Path, path: str | Path) -> Path:
     """``path`` resolved against the folder a relative ``predictor`` path was found in (else as given).
 

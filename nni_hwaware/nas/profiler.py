@@ -14,7 +14,7 @@ from typing import Any
 from nni.nas.profiler import Profiler
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas.hardware import HardwareEstimate, HardwarePredictor
+from nni_hwaware.nas.hardware import HardwareEstimate, as_hardware_predictor
 from nni_hwaware.spaces.nni_space import sample_to_arch
 
 
@@ -44,7 +44,7 @@ class SurrogateProfiler(Profiler):
         if not hasattr(model_space, "space"):
             raise HwAwareError("SurrogateProfiler needs an nni_hwaware HwModelSpace (it maps samples to architectures)")
         self.space = model_space.space
-        self.predictor = predictor if isinstance(predictor, HardwarePredictor) else HardwarePredictor(
+        self.predictor = as_hardware_predictor(
             predictor, self.space, getattr(model_space, "input_size", None))
         if metric not in ("latency_ms", "energy_mj"):
             raise HwAwareError(f"metric must be latency_ms or energy_mj, got {metric!r}")

@@ -8,7 +8,9 @@ offline (:mod:`nni_hwaware.nas.accuracy`) and reports::
     nni.report_final_result({"default": accuracy, "latency_ms": ..., "energy_mj": ...,
                              "latency_source": "surrogate" | "measured", "within_budget": ..., ...})
 
-so NNI's web UI shows the hardware numbers and where they came from for every trial. The same dict (with the
+so NNI's web UI shows the hardware numbers and where they came from for every trial. With ``--nn-meter DIR`` the
+trial also reports ``nn_meter_latency_ms`` (and ``nn_meter_within_budget``), nn-Meter's prediction beside ours.
+The same dict (with the
 architecture) is written to ``result.json`` in the trial's output folder. ``--params JSON`` runs it outside NNI.
 """
 
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="runs/nas-fallback.db", help="measurement store of the fallback")
     p.add_argument("--runs", type=int, default=50, help="timed runs of a fallback measurement")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--nn-meter", default=None, metavar="DIR",
+                   help="also report an nn-Meter predictor's latency (and verdict) beside ours")
     p.add_argument("--params", default=None, help="nnictl parameter JSON (run outside NNI)")
     return p
 
@@ -51,11 +55,11 @@ def run_trial(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any
 
     from nni_hwaware.nas.accuracy import AccuracySettings, estimate_accuracy
     from nni_hwaware.nas.constraints import Budget
-    from nni_hwaware.nas.hardware import HardwarePredictor
+    from nni_hwaware.nas.hardware import as_hardware_predictor, nn_meter_folder
     from nni_hwaware.spaces.nni_space import hpo_params_to_arch
 
     torch.set_num_threads(max(1, args.threads))
-    predictor = HardwarePredictor(args.predictor, args.space, args.input_size)
+    predictor = as_hardware_predictor(args.predictor, args.space, args.input_size)
     space = predictor.space
     arch = hpo_params_to_arch(space, params)
     budget = None
@@ -80,8 +84,21 @@ def run_trial(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any
         accuracy = estimate_accuracy(space, arch, AccuracySettings(
             method=args.accuracy, epochs=args.epochs, max_train=args.max_train, width_mult=args.train_width_mult,
             seed=args.seed))
+    side_by_side: dict[str, Any] = {}
+    if args.nn_meter:
+        from nni_hwaware.nnmeter.predictor import NnMeterEstimator
+
+        folder = nn_meter_folder(args.nn_meter)
+        if folder is None:
+            raise HwAwareError(f"--nn-meter {args.nn_meter}: no nn-Meter predictor folder there (fusion_rules.json); "
+                               "build one with `nni-hwaware nn-meter build`")
+        nn_meter = NnMeterEstimator(folder, space, predictor.input_size).estimate(arch)
+        side_by_side = {"nn_meter_latency_ms": nn_meter.latency_ms,
+                        "nn_meter_covered": nn_meter.in_distribution,
+                        "nn_meter_within_budget": None if budget is None else budget.check(nn_meter).ok}
     return {
         **accuracy,
+        **side_by_side,
         "latency_ms": estimate.latency_ms,
         "latency_low_ms": estimate.latency_interval[0],
         "latency_high_ms": estimate.latency_interval[1],

@@ -32,7 +32,7 @@ from nni.tuner import Tuner
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.nas.constraints import Budget
-from nni_hwaware.nas.hardware import HardwarePredictor, sibling_path
+from nni_hwaware.nas.hardware import as_hardware_predictor, sibling_path
 from nni_hwaware.spaces.nni_space import hpo_params_to_arch
 
 _logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class HardwareAwareTuner(Tuner):
                  refit_db: str | None = None, refit_every: int = 0, backend: str = "onnxruntime",
                  threads: int = 1) -> None:
         self.budget = Budget(latency_budget_ms, energy_budget_mj, margin)
-        self.predictor = HardwarePredictor(predictor, space, input_size)
+        self.predictor = as_hardware_predictor(predictor, space, input_size)
         self.budget.check_predictor(self.predictor)
         self.space = self.predictor.space
         tuner_args = dict(tuner_args or {})

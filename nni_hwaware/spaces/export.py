@@ -18,13 +18,13 @@ from nni_hwaware.spaces.schema import SearchSpace
 OPSET = 17
 
 
-def module_to_onnx_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
-    """Export a module to ONNX (TorchScript exporter, opset 17, input ``input``, output ``output``)."""
+def module_to_onnx_bytes(model: torch.nn.Module, example: torch.Tensor, opset: int = OPSET) -> bytes:
+    """Export a module to ONNX (TorchScript exporter, opset 17 by default, input ``input``, output ``output``)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model.eval(), (example,), buffer, dynamo=False, opset_version=OPSET,
+            model.eval(), (example,), buffer, dynamo=False, opset_version=opset,
             input_names=["input"], output_names=["output"],
         )
     return buffer.getvalue()

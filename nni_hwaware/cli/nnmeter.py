@@ -1,0 +1,109 @@
+"""``nni-hwaware nn-meter``: nn-Meter's predictor-building method on this device, and its predictions.
+
+* ``nn-meter build --backend onnxruntime --out DIR [--space NAME --input-size N]``: fusion rules, kernel
+  sampling and per-kernel regressors with nn-Meter's builder, profiling on this machine; resumable;
+* ``nn-meter register``: registers our backends with nn-Meter (``nn-meter connect --backend
+  hwaware_onnxruntime`` then works with nn-Meter's own CLI);
+* ``nn-meter predict --predictor DIR --space NAME --arch JSON``: nn-Meter's latency of an architecture, from a
+  folder we built or from nn-Meter's official predictor files (``--name cortexA76cpu_tflite21``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nni_hwaware.errors import HwAwareError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``nn-meter build``, ``nn-meter register`` and ``nn-meter predict``."""
+    from nni_hwaware.nnmeter.builder import ALL_KERNELS, BuildSettings
+
+    defaults = BuildSettings()
+    p = subparsers.add_parser("nn-meter", help="nn-Meter's method built on this device (baseline)")
+    sub = p.add_subparsers(dest="nn_meter_command", metavar="{build,register,predict}", required=True,
+                           parser_class=type(p))
+
+    b = sub.add_parser("build", help="build an nn-Meter kernel-level latency predictor for this device")
+    b.add_argument("--backend", default=defaults.backend, help="onnxruntime (CPU) or tensorrt")
+    b.add_argument("--out", required=True, help="output folder (resumed if it exists)")
+    b.add_argument("--space", default=None, help="build only the kernels this search space needs")
+    b.add_argument("--input-size", type=int, default=None, help="input size of that space's architectures")
+    b.add_argument("--kernels", default="", help=f"comma-separated kernels (default: all or the space's): "
+                   f"{','.join(ALL_KERNELS)}")
+    b.add_argument("--fusion-testcases", default="",
+                   help="comma-separated nn-Meter test cases, e.g. conv_relu,add_relu (default: all of nn-Meter's)")
+    b.add_argument("--init-samples", type=int, default=defaults.init_samples)
+    b.add_argument("--conv-init-samples", type=int, default=defaults.conv_init_samples)
+    b.add_argument("--iterations", type=int, default=defaults.iterations)
+    b.add_argument("--finegrained-samples", type=int, default=defaults.finegrained_samples)
+    b.add_argument("--max-mmacs", type=float, default=defaults.max_mmacs)
+    b.add_argument("--runs", type=int, default=defaults.runs, help="timed runs per kernel")
+    b.add_argument("--threads", type=int, default=defaults.threads)
+    b.add_argument("--seed", type=int, default=defaults.seed)
+    b.set_defaults(func=_build)
+
+    r = sub.add_parser("register", help="register our backends with nn-Meter (~/.nn_meter/config/registry.yaml)")
+    r.add_argument("--meta-dir", default=str(Path.home() / ".nn_meter" / "hwaware"),
+                   help="where the backend meta files are written")
+    r.set_defaults(func=_register)
+
+    q = sub.add_parser("predict", help="nn-Meter's latency of architectures of a space")
+    q.add_argument("--predictor", required=True, help="predictor folder (built here, or nn-Meter's files)")
+    q.add_argument("--name", default=None, help="official nn-Meter predictor name whose kernel files to check")
+    q.add_argument("--space", required=True)
+    q.add_argument("--input-size", type=int, default=None)
+    q.add_argument("--arch", default=None, help="architecture JSON (default: the space's default)")
+    q.set_defaults(func=_predict)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from nni_hwaware.nnmeter.builder import BuildSettings, build_nn_meter_predictor, kernels_of
+
+    settings = BuildSettings(
+        backend=args.backend, kernels=kernels_of(args.kernels), space=args.space, input_size=args.input_size,
+        fusion_testcases=kernels_of(args.fusion_testcases), init_samples=args.init_samples,
+        conv_init_samples=args.conv_init_samples, iterations=args.iterations,
+        finegrained_samples=args.finegrained_samples, max_mmacs=args.max_mmacs, runs=args.runs,
+        threads=args.threads, seed=args.seed)
+    if args.space:
+        from nni_hwaware.spaces import load_space
+
+        load_space(args.space)  # an unknown space fails now, not after the fusion rules
+    summary = build_nn_meter_predictor(args.out, settings, log=lambda m: print(f"[nn-meter] {m}", file=sys.stderr))
+    print(f"nn-Meter predictor in {Path(args.out) / 'predictor'}: {len(summary['kernels'])} kernels, "
+          f"{summary['measurements']['total']} models profiled "
+          f"({summary['measurements']['fusion_test_models']} fusion test models, "
+          f"{summary['measurements']['kernel_models']} kernels) in {summary['build_seconds']:.0f} s")
+    for k in summary["kernels"]:
+        last = k["iterations"][-1] if k["iterations"] else {}
+        print(f"  {k['kernel']:<16} {k['samples']:>5} samples  nn-Meter 10%-accuracy {last.get('acc10', float('nan')):.3f}")
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from nni_hwaware.nnmeter.backend import register_backends
+
+    for name in register_backends(args.meta_dir):
+        print(f"registered nn-Meter backend {name}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from nni_hwaware.nnmeter.predictor import NnMeterEstimator, load_nn_meter_predictor
+    from nni_hwaware.spaces import load_space
+
+    space = load_space(args.space)
+    if args.arch is None:
+        arch = space.default_architecture()
+    else:
+        try:
+            arch = json.loads(Path(args.arch[1:]).read_text() if args.arch.startswith("@") else args.arch)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise HwAwareError(f"--arch is neither JSON nor a readable @FILE: {exc}") from None
+    estimator = NnMeterEstimator(load_nn_meter_predictor(args.predictor, args.name), space, args.input_size)
+    print(json.dumps(estimator.explain(space.validate(arch))))
+    return 0

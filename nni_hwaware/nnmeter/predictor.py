@@ -1,0 +1,252 @@
+"""Loading nn-Meter predictors from local folders and predicting our architectures with them.
+
+Two kinds of folders load the same way, through nn-Meter's own API (``loading_customized_predictor`` and
+``nnMeterPredictor``), never downloading anything:
+
+* a folder written by ``nni-hwaware nn-meter build`` (``DIR`` or ``DIR/predictor``);
+* nn-Meter's official predictor files a user already has (the unzipped release folder of, e.g.,
+  ``cortexA76cpu_tflite21``: one ``<kernel>.pkl`` per kernel and ``fusion_rules.json``). Passing the official
+  ``name`` checks every kernel file nn-Meter lists for it, and a missing one is named in the error.
+
+Our ONNX exports fold BatchNorm into convolutions, which leaves ``Identity`` nodes over shared weights and no
+shape information; nn-Meter's ONNX converter needs neither, so :func:`prepare_onnx` removes them and runs ONNX
+shape inference (what NNI's ``NnMeterProfiler`` does with onnx-simplifier).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nni_hwaware.errors import HwAwareError
+from nni_hwaware.spaces.schema import Architecture, SearchSpace
+
+
+def prepare_onnx(model: Any) -> Any:
+    """An ONNX model nn-Meter's converter can read: initializer ``Identity`` nodes removed, shapes inferred."""
+    import onnx
+
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    initializers = {t.name: t for t in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in initializers:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[node.input[0]])
+            copy.name = node.output[0]
+            model.graph.initializer.append(copy)
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _predictor_folder(path: str | Path) -> Path:
+    folder = Path(path)
+    if (folder / "predictor" / "fusion_rules.json").is_file():
+        return folder / "predictor"
+    return folder
+
+
+def official_kernel_list(name: str) -> list[str]:
+    """Kernel files nn-Meter's ``predictors.yaml`` lists for an official predictor name."""
+    from nn_meter.predictor.nn_meter_predictor import list_latency_predictors
+
+    entries = [p for p in list_latency_predictors() if p["name"] == name]
+    if not entries:
+        names = sorted({p["name"] for p in list_latency_predictors()})
+        raise HwAwareError(f"nn-Meter has no predictor named {name!r}; its predictors are {', '.join(names)}")
+    return list(entries[-1]["kernel_predictors"])
+
+
+def load_nn_meter_predictor(path: str | Path, name: str | None = None) -> Any:
+    """An ``nnMeterPredictor`` from a local folder, through nn-Meter's API, with no download.
+
+    Parameters
+    ----------
+    path
+        Folder of ``<kernel>.pkl`` files and ``fusion_rules.json`` (or a ``nn-meter build`` output folder).
+    name
+        Official nn-Meter predictor name (e.g. ``cortexA76cpu_tflite21``) whose kernel list is checked.
+
+    Examples
+    --------
+    >>> predictor = load_nn_meter_predictor("runs/nn-meter-cpu")  # doctest: +SKIP
+    """
+    from nn_meter import nnMeterPredictor
+    from nn_meter.predictor.utils import loading_customized_predictor
+
+    folder = _predictor_folder(path)
+    if not folder.is_dir():
+        raise HwAwareError(f"nn-Meter predictor folder {folder} does not exist; build one with "
+                           "`nni-hwaware nn-meter build --out DIR` or unzip nn-Meter's predictor files there")
+    rules = folder / "fusion_rules.json"
+    if not rules.is_file():
+        raise HwAwareError(f"nn-Meter predictor folder {folder} has no fusion_rules.json (missing file {rules})")
+    if name:
+        kernels = official_kernel_list(name)
+    else:
+        kernels = sorted(p.stem for p in folder.glob("*.pkl"))
+        meta = folder.parent / "predictor.yaml"
+        if meta.is_file():
+            import yaml
+
+            kernels = list(yaml.safe_load(meta.read_text())["kernel_predictors"])
+    missing = [folder / f"{k}.pkl" for k in kernels if not (folder / f"{k}.pkl").is_file()]
+    if missing:
+        raise HwAwareError(f"nn-Meter predictor {name or folder} is missing kernel file {missing[0]}"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if not kernels:
+        raise HwAwareError(f"nn-Meter predictor folder {folder} holds no <kernel>.pkl files")
+    predictors, fusion_rules = loading_customized_predictor(
+        {"name": name or folder.name, "package_location": str(folder), "kernel_predictors": kernels})
+    return nnMeterPredictor(predictors, fusion_rules)
+
+
+def kernel_units(predictor_or_rules: Any, onnx_model: Any) -> list[dict[str, Any]]:
+    """nn-Meter's kernel units of an ONNX model, with the predictor's fusion rules."""
+    from nn_meter.ir_converter import model_to_graph
+    from nn_meter.kernel_detector import KernelDetector
+
+    detector = getattr(predictor_or_rules, "kd", None) or KernelDetector(str(predictor_or_rules))
+    detector.load_graph(model_to_graph(prepare_onnx(onnx_model), "onnx"))
+    return detector.get_kernels()
+
+
+def unit_kernel_names(units: list[dict[str, Any]]) -> list[str]:
+    """The predictor name of each kernel unit (nn-Meter merges conv and dwconv variants)."""
+    from nn_meter.predictor.prediction.predict_by_kernel import merge_conv_kernels
+    from nn_meter.predictor.prediction.utils import get_kernel_name
+
+    return [get_kernel_name(merge_conv_kernels(u["op"])) for u in units]
+
+
+def nn_meter_onnx(space: SearchSpace, arch: Architecture, input_size: int | None) -> bytes:
+    """An architecture exported at nn-Meter's opset 12, like the kernels its regressors were fitted on.
+
+    (At opset 17 hard-swish is one ``HardSwish`` node, which nn-Meter's converter does not know.)
+    """
+    from nni_hwaware.nnmeter.builder import NN_METER_OPSET
+    from nni_hwaware.spaces import build_module
+    from nni_hwaware.spaces.export import example_input, module_to_onnx_bytes
+
+    model = build_module(space, arch, input_size=input_size)
+    return module_to_onnx_bytes(model, example_input(space, input_size), opset=NN_METER_OPSET)
+
+
+def detect_kernels(fusion_rules: str | Path, space: SearchSpace, archs: Sequence[Architecture],
+                   input_size: int | None) -> set[str]:
+    """Kernels nn-Meter needs to predict these architectures."""
+    found: set[str] = set()
+    for arch in archs:
+        found.update(unit_kernel_names(kernel_units(fusion_rules, nn_meter_onnx(space, arch, input_size))))
+    return found
+
+
+class NnMeterEstimator:
+    """Latency of architectures of a space, predicted by an nn-Meter predictor.
+
+    Parameters
+    ----------
+    predictor
+        An ``nnMeterPredictor`` or a folder for :func:`load_nn_meter_predictor`.
+    space
+        The search space (name or object).
+    input_size
+        Input resolution (default: the space's).
+
+    Examples
+    --------
+    >>> estimator = NnMeterEstimator("runs/nn-meter-cpu", "resnet", input_size=32)  # doctest: +SKIP
+    >>> estimator.predict(space.default_architecture())  # doctest: +SKIP
+    """
+
+    #: nn-Meter predicts latency only.
+    has_energy = False
+    kind = "nn-meter"
+
+    def __init__(self, predictor: Any, space: str | SearchSpace, input_size: int | None = None) -> None:
+        from nni_hwaware.spaces import load_space
+
+        self.folder = _predictor_folder(predictor) if isinstance(predictor, (str, Path)) else Path(".")
+        self.predictor = load_nn_meter_predictor(predictor) if isinstance(predictor, (str, Path)) else predictor
+        self.space = load_space(space) if isinstance(space, str) else space
+        self.input_size = self.space.resolve_input_size(input_size)
+
+    def explain(self, arch: Architecture) -> dict[str, Any]:
+        """Predicted latency (ms) and the kernels the predictor has no regressor for (predicted as 0)."""
+        from nn_meter.predictor.prediction.predict_by_kernel import nn_predict
+
+        units = kernel_units(self.predictor, nn_meter_onnx(self.space, arch, self.input_size))
+        names = unit_kernel_names(units)
+        uncovered = sorted({n for n in names if n not in self.predictor.kernel_predictors})
+        return {"latency_ms": float(nn_predict(self.predictor.kernel_predictors, units)), "kernels": len(units),
+                "uncovered_kernels": uncovered}
+
+    def predict(self, arch: Architecture) -> float:
+        """Predicted latency in ms."""
+        return self.explain(arch)["latency_ms"]
+
+    def describe(self) -> dict[str, Any]:
+        """What the predictor is, for reports."""
+        return {"kind": self.kind, "folder": str(self.folder), "space": self.space.name,
+                "input_size": self.input_size, "kernels": sorted(self.predictor.kernel_predictors),
+                "measurements": build_measurements(self.folder)}
+
+    def estimate_many(self, archs: Sequence[Architecture]) -> list[Any]:
+        """:meth:`estimate` of each architecture."""
+        return [self.estimate(a) for a in archs]
+
+    def estimate(self, arch: Architecture) -> Any:
+        """A :class:`~nni_hwaware.nas.hardware.HardwareEstimate`, so that NNI profilers and filters take it.
+
+        nn-Meter gives no uncertainty: the interval is the point. An architecture with a kernel the predictor
+        has no regressor for is marked out of distribution (nn-Meter counts such kernels as 0 ms).
+        """
+        from nni_hwaware.nas.hardware import HardwareEstimate
+
+        explained = self.explain(arch)
+        latency = explained["latency_ms"]
+        notes = [f"no nn-Meter regressor for {k}" for k in explained["uncovered_kernels"]]
+        return HardwareEstimate(self.space.arch_hash(arch), latency, (latency, latency),
+                                in_distribution=not explained["uncovered_kernels"], predictor="nn-meter",
+                                notes=notes)
+
+
+def build_measurements(folder: str | Path) -> int | None:
+    """Models profiled to build a predictor (from ``build.json``), if known."""
+    summary = Path(folder) / "build.json"
+    if not summary.is_file():
+        summary = Path(folder).parent / "build.json"
+    if not summary.is_file():
+        return None
+    return int(json.loads(summary.read_text())["measurements"]["total"])
+
+
+def nn_meter_rows(nn_meter_dir: str, space: SearchSpace, test_archs: Sequence[Architecture], test_y: np.ndarray,
+                  test_bins: np.ndarray, bins: int, size_px: int) -> list[dict[str, Any]]:
+    """The ``compare`` row of an nn-Meter predictor on the held-out architectures."""
+    from nni_hwaware import metrics
+
+    estimator = NnMeterEstimator(nn_meter_dir, space, input_size=size_px)
+    t0 = time.perf_counter()
+    explained = [estimator.explain(a) for a in test_archs]
+    pred_s = time.perf_counter() - t0
+    pred = np.array([e["latency_ms"] for e in explained])
+    s = metrics.summary(test_y, pred, test_bins, bins)
+    uncovered = sorted({k for e in explained for k in e["uncovered_kernels"]})
+    measurements = build_measurements(nn_meter_dir)
+    return [{
+        "method": "nn-meter", "encoding": "kernels" + (f" (no regressor: {','.join(uncovered)})" if uncovered else ""),
+        "train_size": measurements or 0, "measurements": measurements or 0,
+        "accuracy": s["accuracy"], "mape": s["mape"], "within_10": s["within_10"], "spearman": s["spearman"],
+        "min_bin_accuracy": min((a for a in s["bin_accuracy"] if a is not None), default=float("nan")),
+        "bin_accuracy": s["bin_accuracy"], "fit_s": 0.0, "predict_us_per_model": pred_s / len(test_archs) * 1e6,
+    }]
