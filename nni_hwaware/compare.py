@@ -246,7 +246,9 @@ def run_compare(
     if nn_meter_dir:
         from nni_hwaware.nnmeter import nn_meter_rows
 
-        rows += nn_meter_rows(nn_meter_dir, space, test_archs, test_y, test_bins, bins, size_px)
+        log(f"nn-Meter: predicting {len(test_idx)} held-out and {max(usable)} training architectures")
+        rows += nn_meter_rows(nn_meter_dir, space, test_archs, test_y, test_bins, bins, size_px,
+                              [archs[i] for i in train_idx[: max(usable)]], y[train_idx[: max(usable)]], usable)
 
     convergence = {}
     pool = [archs[i] for i in train_idx]

@@ -121,13 +121,22 @@ def test_predictions_profiler_and_constraint_on_our_space(built):
     assert verdicts == [e["latency_ms"] <= middle for e in explained]
 
 
+@pytest.fixture(scope="module")
+def esm_built(tmp_path_factory, cli):
+    """A tiny ESM predictor of resnet@16 on this CPU; its store holds 20 measured architectures."""
+    root = tmp_path_factory.mktemp("esm-resnet")
+    db, pred = root / "m.db", root / "pred"
+    esm = cli("build", "--space", "resnet", "--input-size", "16", "--runs", "5", "--initial", "12", "--step", "6",
+              "--max-samples", "12", "--test-size", "8", "--bins", "3", "--acc-th", "0.5", "--qc-every", "0",
+              "--db", str(db), "--out", str(pred), timeout=600)
+    assert esm.returncode == 0, esm.stderr
+    return db, pred
+
+
 @pytest.mark.slow
-def test_compare_adds_nn_meter_rows_on_the_same_held_out_archs(built, cli, tmp_path):
+def test_compare_adds_nn_meter_rows_on_the_same_held_out_archs(built, esm_built, cli, tmp_path):
     out, _ = built
-    db = tmp_path / "m.db"
-    measured = cli("measure", "--space", "resnet", "--input-size", "16", "--n", "12", "--seed", "1", "--strategy",
-                   "random", "--backend", "onnxruntime", "--runs", "5", "--db", str(db), timeout=600)
-    assert measured.returncode == 0, measured.stderr
+    db, _ = esm_built
     report = cli("compare", "--db", str(db), "--space", "resnet", "--sizes", "6", "--test-size", "6", "--bins", "2",
                  "--encodings", "fcc", "--surrogates", "mlp", "--initial", "4", "--step", "2", "--nn-meter", str(out),
                  "--out", str(tmp_path / "cmp"), timeout=600)
@@ -137,25 +146,25 @@ def test_compare_adds_nn_meter_rows_on_the_same_held_out_archs(built, cli, tmp_p
     assert len(nn_meter) == 1
     assert nn_meter[0]["measurements"] == json.loads((out / "build.json").read_text())["measurements"]["total"]
     assert nn_meter[0]["accuracy"] <= 1 and nn_meter[0]["mape"] > 0 and nn_meter[0]["predict_us_per_model"] > 0
+    calibrated = [r for r in rows if r["method"] == "nn-meter-linear"]
+    assert [r["train_size"] for r in calibrated] == [6]
+    assert calibrated[0]["measurements"] == nn_meter[0]["measurements"] + 6
     assert "nn-meter" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
 @pytest.mark.slow
-def test_side_by_side_experiment_reports_nn_meter_next_to_ours(built, cli, tmp_path):
+def test_side_by_side_experiment_reports_nn_meter_next_to_ours(built, esm_built, cli, tmp_path):
     from nni_hwaware.nas.experiment import free_port
 
     out, _ = built
-    db, pred = tmp_path / "m.db", tmp_path / "pred"
-    esm = cli("build", "--space", "resnet", "--input-size", "16", "--runs", "5", "--initial", "12", "--step", "6",
-              "--max-samples", "12", "--test-size", "8", "--bins", "3", "--acc-th", "0.5", "--qc-every", "0",
-              "--db", str(db), "--out", str(pred), timeout=600)
-    assert esm.returncode == 0, esm.stderr
+    _, pred = esm_built
     config = yaml.safe_load((REPO / "experiments" / "side_by_side_cpu.yml").read_text())
     args = config["tuner"]["classArgs"]
     command = config["trialCommand"]
     for old, new in ((f"--predictor {args['predictor']}", f"--predictor {pred}"), ("--input-size 32", "--input-size 16"),
                      ("--nn-meter runs/nn-meter-cpu", f"--nn-meter {out}"),
-                     (f"--latency-budget-ms {args['latency_budget_ms']}", "--latency-budget-ms 1000")):
+                     (f"--latency-budget-ms {args['latency_budget_ms']}", "--latency-budget-ms 1000"),
+                     ("--accuracy digits", "--accuracy synflow")):
         assert old in command, old
         command = command.replace(old, new)
     args.update(predictor=str(pred), input_size=16, latency_budget_ms=1000)
@@ -175,3 +184,14 @@ def test_side_by_side_experiment_reports_nn_meter_next_to_ours(built, cli, tmp_p
     for row in report["rows"]:
         assert row["nn_meter_latency_ms"] > 0 and row["latency_ms"] > 0
         assert row["nn_meter_within_budget"] is True  # 1 s budget
+
+
+def test_tensorrt_backend_without_tensorrt_fails_before_building(cli, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    result = cli("nn-meter", "build", "--backend", "tensorrt", "--out", str(tmp_path / "trt"), "--kernels", "relu",
+                 "--fusion-testcases", "conv_relu")
+    assert result.returncode == 2 and "tensorrt" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "trt" / "workspace" / "fusion_rule_test" / "testcases").exists()

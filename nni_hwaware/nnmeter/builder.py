@@ -275,7 +275,10 @@ class NnMeterBuild:
             self.log(f"nn-meter fusion rules: {len(testcases)} test cases built, {len(failed)} not buildable "
                      f"with nn-Meter's torch operators (see {ws / 'results' / 'testcase_errors.log'})")
         profiled = self._profile(testcases, "ruletest", "profiled_results.json", "fusion test cases")
-        rules = detect_fusion_rule(profiled)
+        complete = {name: case for name, case in profiled.items() if all("latency" in m for m in case.values())}
+        if not complete:
+            raise HwAwareError(f"no fusion test case could be profiled; see {ws / 'results' / 'profile_error.log'}")
+        rules = detect_fusion_rule(complete)
         fused = sorted(k for k, v in rules.items() if v.get("obey"))
         self.log(f"nn-meter fusion rules: {len(fused)} of {len(rules)} operator pairs fuse: {', '.join(fused)}")
         self.predictor_dir.mkdir(parents=True, exist_ok=True)
@@ -397,6 +400,7 @@ class NnMeterBuild:
         logging.getLogger("nn-Meter").setLevel(logging.WARNING)
         self.out.mkdir(parents=True, exist_ok=True)
         self.prepare_workspace()
+        self.backend()  # a missing runtime fails here, before anything is built
         rules = self.detect_fusion_rules()
         kernels = self.kernels_for_space()
         self.log(f"nn-meter: building {len(kernels)} kernel predictors: {', '.join(kernels)}")
