@@ -14,8 +14,9 @@ import yaml
 from nni_hwaware.errors import HwAwareError
 
 REPO = Path(__file__).resolve().parents[1]
+# addrelu too: whether add and relu fuse is measured, and on a busy 2-core machine it can go either way
 SMALL_BUILD = ["--space", "resnet", "--input-size", "16", "--fusion-testcases", "conv_relu,add_relu",
-               "--kernels", "conv-bn-relu,relu,add,maxpool,global-avgpool,fc", "--init-samples", "8",
+               "--kernels", "conv-bn-relu,relu,add,addrelu,maxpool,global-avgpool,fc", "--init-samples", "8",
                "--conv-init-samples", "10", "--iterations", "2", "--finegrained-samples", "2", "--runs", "5"]
 
 
@@ -51,6 +52,7 @@ def test_official_predictor_folder_names_the_missing_kernel_file(tmp_path):
     (["build", "--out", "x", "--fusion-testcases", "conv_foo"], "fusion test cases must be OP_OP"),
     (["build", "--out", "x", "--space", "nosuch"], "nosuch"),
     (["predict", "--predictor", "nowhere", "--space", "resnet"], "does not exist"),
+    (["predict", "--predictor", "nowhere", "--space", "resnet", "--arch", "{units"], "--arch is neither JSON"),
 ])
 def test_cli_errors_are_one_line(cli, tmp_path, args, message):
     result = cli("nn-meter", *args, cwd=tmp_path)
@@ -85,7 +87,7 @@ def test_build_writes_an_nn_meter_predictor_and_resumes(built, cli):
     summary = json.loads((out / "build.json").read_text())
     assert set(summary["fusion_rules"]) == {"BF_conv_relu", "BF_add_relu"}
     kernels = {k["kernel"]: k for k in summary["kernels"]}
-    assert set(kernels) == {"conv-bn-relu", "relu", "add", "maxpool", "global-avgpool", "fc"}
+    assert set(kernels) == {"conv-bn-relu", "relu", "add", "addrelu", "maxpool", "global-avgpool", "fc"}
     for name, k in kernels.items():
         assert (out / "predictor" / f"{name}.pkl").is_file()
         assert k["samples"] >= 3 and 1 <= len(k["iterations"]) <= 2
@@ -195,3 +197,10 @@ def test_tensorrt_backend_without_tensorrt_fails_before_building(cli, tmp_path):
                  "--fusion-testcases", "conv_relu")
     assert result.returncode == 2 and "tensorrt" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "trt" / "workspace" / "fusion_rule_test" / "testcases").exists()
+
+
+def test_trial_with_a_wrong_nn_meter_folder_fails_before_training(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "nni_hwaware.nas.trial", "--space", "convnet", "--predictor",
+                          "jetson_nano", "--nn-meter", str(tmp_path / "nowhere"), "--params", "{}"],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert run.returncode == 2 and "no nn-Meter predictor folder" in run.stderr and "Traceback" not in run.stderr

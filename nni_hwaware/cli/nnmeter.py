@@ -61,11 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from nni_hwaware.nnmeter.builder import BuildSettings, build_nn_meter_predictor, kernels_of
+    from nni_hwaware.nnmeter.builder import BuildSettings, build_nn_meter_predictor, comma_list
 
     settings = BuildSettings(
-        backend=args.backend, kernels=kernels_of(args.kernels), space=args.space, input_size=args.input_size,
-        fusion_testcases=kernels_of(args.fusion_testcases), init_samples=args.init_samples,
+        backend=args.backend, kernels=comma_list(args.kernels), space=args.space, input_size=args.input_size,
+        fusion_testcases=comma_list(args.fusion_testcases), init_samples=args.init_samples,
         conv_init_samples=args.conv_init_samples, iterations=args.iterations,
         finegrained_samples=args.finegrained_samples, max_mmacs=args.max_mmacs, runs=args.runs,
         threads=args.threads, seed=args.seed)

@@ -61,6 +61,15 @@ def run_trial(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any
     torch.set_num_threads(max(1, args.threads))
     predictor = as_hardware_predictor(args.predictor, args.space, args.input_size)
     space = predictor.space
+    nn_meter = None
+    if args.nn_meter:  # checked before any training, so a wrong folder fails at once
+        from nni_hwaware.nnmeter.predictor import NnMeterEstimator
+
+        folder = nn_meter_folder(args.nn_meter)
+        if folder is None:
+            raise HwAwareError(f"--nn-meter {args.nn_meter}: no nn-Meter predictor folder there (fusion_rules.json); "
+                               "build one with `nni-hwaware nn-meter build`")
+        nn_meter = NnMeterEstimator(folder, space, predictor.input_size)
     arch = hpo_params_to_arch(space, params)
     budget = None
     if args.latency_budget_ms is not None or args.energy_budget_mj is not None:
@@ -85,17 +94,10 @@ def run_trial(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any
             method=args.accuracy, epochs=args.epochs, max_train=args.max_train, width_mult=args.train_width_mult,
             seed=args.seed))
     side_by_side: dict[str, Any] = {}
-    if args.nn_meter:
-        from nni_hwaware.nnmeter.predictor import NnMeterEstimator
-
-        folder = nn_meter_folder(args.nn_meter)
-        if folder is None:
-            raise HwAwareError(f"--nn-meter {args.nn_meter}: no nn-Meter predictor folder there (fusion_rules.json); "
-                               "build one with `nni-hwaware nn-meter build`")
-        nn_meter = NnMeterEstimator(folder, space, predictor.input_size).estimate(arch)
-        side_by_side = {"nn_meter_latency_ms": nn_meter.latency_ms,
-                        "nn_meter_covered": nn_meter.in_distribution,
-                        "nn_meter_within_budget": None if budget is None else budget.check(nn_meter).ok}
+    if nn_meter is not None:
+        other = nn_meter.estimate(arch)
+        side_by_side = {"nn_meter_latency_ms": other.latency_ms, "nn_meter_covered": other.in_distribution,
+                        "nn_meter_within_budget": None if budget is None else budget.check(other).ok}
     return {
         **accuracy,
         **side_by_side,

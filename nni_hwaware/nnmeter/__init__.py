@@ -3,8 +3,7 @@
 * :mod:`~nni_hwaware.nnmeter.backend`: nn-Meter builder backends timing kernels with our protocol;
 * :mod:`~nni_hwaware.nnmeter.builder`: fusion rules, kernel sampling and per-kernel regressors, resumable;
 * :mod:`~nni_hwaware.nnmeter.predictor`: loading predictor folders (ours or nn-Meter's official files) and
-  predicting architectures of our spaces, plus the ``compare`` rows;
-* :mod:`~nni_hwaware.nnmeter.profiler`: the NNI profiler of a :class:`~nni_hwaware.spaces.nni_space.HwModelSpace`.
+  predicting architectures of our spaces (as an estimator NNI's profiler and filter take), plus the ``compare`` rows.
 """
 
 from nni_hwaware.nnmeter.predictor import NnMeterEstimator, load_nn_meter_predictor, nn_meter_rows

@@ -131,20 +131,12 @@ def _kernel_mmacs(config: dict[str, Any]) -> float:
 
 def export_nn_meter_module(model: Any, shapes: list[Any], path: Path, batch_size: int = 1) -> Path:
     """Export an nn-Meter torch kernel or test case the way nn-Meter does, with the TorchScript exporter."""
-    import io
-
-    import torch
     from nn_meter.builder.nn_modules.torch_networks.utils import get_inputs_by_shapes
 
-    from nni_hwaware.spaces.export import write_atomically
+    from nni_hwaware.spaces.export import module_to_onnx_bytes, write_atomically
 
-    model.eval()
-    buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(model, get_inputs_by_shapes(shapes, batch_size), buffer, input_names=["input"],
-                          output_names=["output"], export_params=True, opset_version=NN_METER_OPSET,
-                          do_constant_folding=True, dynamo=False)
-    return write_atomically(path, buffer.getvalue())
+    onnx = module_to_onnx_bytes(model, get_inputs_by_shapes(shapes, batch_size), opset=NN_METER_OPSET)
+    return write_atomically(path, onnx)
 
 
 class NnMeterBuild:
@@ -404,6 +396,8 @@ class NnMeterBuild:
         rules = self.detect_fusion_rules()
         kernels = self.kernels_for_space()
         self.log(f"nn-meter: building {len(kernels)} kernel predictors: {', '.join(kernels)}")
+        cases = self.workspace / "fusion_rule_test" / "results" / "origin_testcases.json"
+        fusion_models = sum(len(case) for case in json.loads(cases.read_text()).values())
         summary_file = self.out / "build.json"
         previous = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         results = {r["kernel"]: r for r in previous.get("kernels", [])}
@@ -412,8 +406,8 @@ class NnMeterBuild:
                 continue
             self.log(f"nn-meter: kernel {n}/{len(kernels)} {kernel}")
             results[kernel] = self.build_kernel(kernel)
-            self._write_summary(summary_file, rules, results, previous, t0)
-        summary = self._write_summary(summary_file, rules, results, previous, t0)
+            self._write_summary(summary_file, rules, results, previous, t0, fusion_models)
+        summary = self._write_summary(summary_file, rules, results, previous, t0, fusion_models)
         (self.out / "predictor.yaml").write_text(yaml.safe_dump({
             "name": f"hwaware_{self.settings.backend}_{self.out.name}", "version": 1.0,
             "category": "cpu" if self.settings.backend == "onnxruntime" else "gpu",
@@ -422,11 +416,10 @@ class NnMeterBuild:
         return summary
 
     def _write_summary(self, path: Path, rules: dict[str, Any], results: dict[str, Any], previous: dict[str, Any],
-                       t0: float) -> dict[str, Any]:
+                       t0: float, testcase_models: int) -> dict[str, Any]:
         from nni_hwaware.measure.backends import host_description
         from nni_hwaware.spaces.export import write_atomically
 
-        testcase_models = sum(len(v) for k, v in self._fusion_models().items())
         kernel_samples = sum(r["samples"] for r in results.values())
         summary = {
             "settings": asdict(self.settings),
@@ -440,10 +433,6 @@ class NnMeterBuild:
         write_atomically(path, json.dumps(summary, indent=1, default=str).encode())
         return summary
 
-    def _fusion_models(self) -> dict[str, Any]:
-        cases = self.workspace / "fusion_rule_test" / "results" / "origin_testcases.json"
-        return json.loads(cases.read_text()) if cases.is_file() else {}
-
 
 def build_nn_meter_predictor(out: str | Path, settings: BuildSettings, log: Callable[[str], None] = print
                              ) -> dict[str, Any]:
@@ -451,8 +440,8 @@ def build_nn_meter_predictor(out: str | Path, settings: BuildSettings, log: Call
     return NnMeterBuild(out, settings, log).run()
 
 
-def kernels_of(names: Sequence[str] | str | None) -> list[str]:
-    """Parse a comma-separated kernel list."""
+def comma_list(names: Sequence[str] | str | None) -> list[str]:
+    """Parse a comma-separated list (kernels, test cases)."""
     if not names:
         return []
     if isinstance(names, str):

@@ -18,7 +18,7 @@ from nni_hwaware.spaces.schema import SearchSpace
 OPSET = 17
 
 
-def module_to_onnx_bytes(model: torch.nn.Module, example: torch.Tensor, opset: int = OPSET) -> bytes:
+def module_to_onnx_bytes(model: torch.nn.Module, example: Any, opset: int = OPSET) -> bytes:
     """Export a module to ONNX (TorchScript exporter, opset 17 by default, input ``input``, output ``output``)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
