@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     write_atomically(results / "jetson_nano.json", (json.dumps(out, indent=1) + "\n").encode())
 
     print("Held-out dataset splits, MAPE % (pooled over folds)")
-    print(f"{'split':<22}{'target':<12}{'roofline':>10}{'gbm':>8}{'hybrid':>8}")
+    print(f"{'split':<30}{'target':<12}{'roofline':>10}{'gbm':>8}{'hybrid':>8}")
     for split, res in card["metrics_held_out_mape_pct"].items():
         for target, v in res["pooled"].items():
-            print(f"{split:<22}{target:<12}{v['roofline']:>10.2f}{v['gbm']:>8.2f}{v['hybrid']:>8.2f}")
+            print(f"{split:<30}{target:<12}{v['roofline']:>10.2f}{v['gbm']:>8.2f}{v['hybrid']:>8.2f}")
     print("\nReal-world CNNs at 224x224 vs measurements by the dataset authors (" + zoo.REFERENCE_SOURCE + ")")
     print(f"{'model':<16}{'meas ms':>9}{'pred ms':>9}{'err':>8}{'meas mJ':>9}{'pred mJ':>9}{'err':>8}  in-dist  gbm ms")
     for r in rows:

@@ -29,3 +29,25 @@ def test_train_bad_data_folder(tmp_path, cli):
 def test_zoo_parameter_counts_match_reference():
     for name in ("MobileNetV2", "ShuffleNetV2", "ResNet50"):
         assert name in ZOO and param_count(build(name)) == REFERENCE[name][3]
+
+
+def test_family_splits_keep_families_whole_and_depths_apart(shared_dir):
+    import numpy as np
+
+    from nni_hwaware.jetson.dataset import load_dataset
+    from nni_hwaware.jetson.train import FAMILY_FOLDS, splits
+
+    models, _ = load_dataset(shared_dir / "data" / "jetson_nano", limit_per_stage=60)
+    assert models[0].architecture_family == models[0].name.replace(f"_L{models[0].layers}", "").replace(
+        f"_W{models[0].input_size}", "")
+    family = np.array([m.architecture_family for m in models])
+    depth = np.array([m.layers for m in models])
+    folds = splits(models)
+    tested = []
+    for _, train, test in folds["architecture_family_5fold"]:
+        assert not set(family[train]) & set(family[test])
+        tested.extend(test)
+    assert len(folds["architecture_family_5fold"]) == FAMILY_FOLDS and sorted(tested) == list(range(len(models)))
+    for _, train, test in folds["architecture_family_x_depth"]:
+        assert not set(family[train]) & set(family[test])
+        assert depth[train].max() <= 7 < 8 <= depth[test].min()

@@ -29,6 +29,20 @@ LIMITS = [
 ]
 
 
+SPLITS = {
+    "random_80_20": "random rows, 80 % train / 20 % test",
+    "architecture_family_5fold": "5 folds over the 601 architecture families (model name without depth and input "
+                                 "size: layer type, filters, kernel configuration); every depth and input size of "
+                                 "a family is in the same fold, so no near-copy of a test model is in training",
+    "architecture_family_x_depth": "the same family folds, training only on L <= 7 and testing only on L >= 8 of "
+                                   "the held-out families: unseen family and unseen depth at once",
+    "depth_8_10_held_out": "train on L <= 7, test on L >= 8",
+    "leave_family_out": "leave one dataset family (plain, plain_high_mac, dws, mixed) out: op-type extrapolation. "
+                        "Without dws, training has no depthwise conv at all; without mixed, no dense 5x5-7x7 conv",
+    "leave_stage_out": "leave one of the nine published stage folders out",
+}
+
+
 def write_model_card(out: Path, meta: dict[str, Any], data_report: dict[str, Any], metrics: dict[str, Any],
                      elapsed_s: float, real_world: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model_card.json`` and ``README.md`` into ``out``; keep an existing real-world section."""
@@ -101,6 +115,13 @@ def render_readme(card: dict[str, Any]) -> str:
     for split, res in card["metrics_held_out_mape_pct"].items():
         for target, row in res.get("pooled", {}).items():
             lines.append(f"| {split} | {target} | {row['roofline']} | {row['gbm']} | {row['hybrid']} |")
+    lines.append("")
+    for split, res in card["metrics_held_out_mape_pct"].items():
+        folds = res.get("folds", {})
+        per_fold = "; ".join(f"{label} {f['latency_ms']['hybrid']}/{f['energy_mj']['hybrid']}"
+                             for label, f in folds.items()) if len(folds) > 1 else ""
+        lines.append(f"- `{split}`: {SPLITS.get(split, split)}."
+                     + (f" Hybrid per fold (latency/energy): {per_fold}." if per_fold else ""))
     real = card.get("real_world") or {}
     if real.get("rows"):
         lines += ["", "## Real-world CNNs (224x224, measured by the dataset authors)", "",

@@ -40,6 +40,7 @@ NUM_CLASSES = 10
 IN_CHANNELS = 3
 
 _UNIFORM = re.compile(r"^convnet_L(\d+)_F(\d+)_K(\d+)x\3_W(\d+)(_DWS)?$")
+_DEPTH_OR_WIDTH = re.compile(r"_[LW]\d+")
 _MIXED = re.compile(r"^convnet_L(\d+)_F(\d+)_K(\d+)x\3_(\d+)_K(\d+)x\5_(\d+)_W(\d+)$")
 
 
@@ -85,6 +86,15 @@ class DatasetModel:
     @property
     def n_measurements(self) -> int:
         return len(self.latencies)
+
+    @property
+    def architecture_family(self) -> str:
+        """The name without depth and input size: layer type, filters and kernel configuration.
+
+        All depths and input sizes of one family share their layer shapes, so held-out splits keep a family
+        whole to leave no near-copy of a test model in training.
+        """
+        return _DEPTH_OR_WIDTH.sub("", self.name)
 
 
 def plain_padding(kernel_size: int) -> int:

@@ -6,8 +6,19 @@ multiplies the roofline prediction by a gradient-boosted correction. The shipped
 for in-distribution networks and the roofline model alone outside the training distribution, where a learned
 correction has nothing to stand on.
 
-Splits: random rows (80/20), leave-one-family-out (plain, plain_high_mac, dws, mixed), leave-one-stage-out
-(the nine published stage folders) and held-out depth (train on L <= 7, test on L >= 8).
+Splits:
+
+* random rows (80/20);
+* architecture families, 5-fold: a family is a model name without depth and input size (layer type, filters,
+  kernel configuration; 601 of them), and every depth and input size of a family lands in the same fold, so
+  no near-copy of a test model is in training;
+* architecture families x depth: the same folds, training only on L <= 7 and testing only on L >= 8 of the
+  held-out families (unseen family and unseen depth at once);
+* held-out depth (train on L <= 7, test on L >= 8);
+* leave-one-dataset-family-out (plain, plain_high_mac, dws, mixed): op-type extrapolation. Leaving out ``dws``
+  removes every depthwise conv from training and ``mixed`` every dense 5x5-7x7 conv, so these folds measure
+  how a model prices layer types it has never seen;
+* leave-one-stage-out (the nine published stage folders).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ METHODS = ("roofline", "gbm", "hybrid")
 INTERVAL_QUANTILES = (0.05, 0.95)
 OOD_QUANTILE = 0.99
 KNN_K = 5
+FAMILY_FOLDS = 5
 ARTIFACT_VERSION = 1
 
 
@@ -95,11 +107,20 @@ def splits(models: list[DatasetModel], seed: int = 0) -> dict[str, list[tuple[st
     family = np.array([m.family for m in models])
     stage = np.array([m.stage for m in models])
     depth = np.array([m.layers for m in models])
+    arch_family = np.array([m.architecture_family for m in models])
+    names = sorted(set(arch_family))
+    fold_of = {names[j]: i % FAMILY_FOLDS for i, j in enumerate(rng.permutation(len(names)))}
+    group = np.array([fold_of[a] for a in arch_family])
+    shallow, deep = depth <= 7, depth >= 8
     out: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {
         "random_80_20": [("random", np.sort(perm[:cut]), np.sort(perm[cut:]))],
+        "architecture_family_5fold": [(f"families {g}", np.where(group != g)[0], np.where(group == g)[0])
+                                      for g in range(FAMILY_FOLDS)],
+        "architecture_family_x_depth": [(f"families {g}, L>=8", np.where((group != g) & shallow)[0],
+                                         np.where((group == g) & deep)[0]) for g in range(FAMILY_FOLDS)],
+        "depth_8_10_held_out": [("L>=8", np.where(shallow)[0], np.where(deep)[0])],
         "leave_family_out": [(f, np.where(family != f)[0], np.where(family == f)[0]) for f in sorted(set(family))],
         "leave_stage_out": [(s, np.where(stage != s)[0], np.where(stage == s)[0]) for s in sorted(set(stage))],
-        "depth_8_10_held_out": [("L>=8", np.where(depth <= 7)[0], np.where(depth >= 8)[0])],
     }
     return {name: [f for f in folds if len(f[1]) and len(f[2])] for name, folds in out.items()}
 
