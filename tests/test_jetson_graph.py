@@ -59,3 +59,33 @@ def test_residual_add_is_fused_and_conv_transpose_sized():
     assert add.kind == "fused" and not add.launches
     deconv = [layer for layer in g.layers if layer.kind == "deconv"][0]
     assert deconv.out_shape == [1, 4, 16, 16] and deconv.macs == 8 * 8 * 8 * 4 * 4 + 4 * 16 * 16
+
+
+def test_tensorrt_fusion_rules_for_pointwise_ops():
+    """ReLU fuses into the conv; SiLU (x * sigmoid(x)) is one separate PointWise kernel; a ReLU whose input
+    is also read elsewhere cannot fuse."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2, self.c3 = (nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1),
+                                         nn.Conv2d(8, 8, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.c1(x))                # fused into c1
+            z = nn.functional.silu(self.c2(y))        # Sigmoid + Mul: one PointWise kernel after c2
+            w = self.c3(z)
+            return torch.relu(w) + w                  # w is read twice: the ReLU is a kernel of its own
+
+    g = layers_from_module(Net().eval(), (1, 3, 8, 8))
+    by_op = {}
+    for layer in g.layers:
+        by_op.setdefault(layer.op, []).append(layer)
+    relu_fused, relu_alone = by_op["Relu"]
+    assert relu_fused.kind == "fused" and not relu_fused.launches
+    assert relu_alone.kind == "eltwise" and relu_alone.launches
+    sigmoid, mul = by_op["Sigmoid"][0], by_op["Mul"][0]
+    assert sigmoid.kind == "eltwise" and sigmoid.launches and sigmoid.in_elems == 8 * 8 * 8
+    assert mul.kind == "fused" and not mul.launches  # chained into the Sigmoid's kernel, no extra traffic
+    launches = [layer.op for layer in g.layers if layer.launches]
+    assert launches.count("Conv") == 3 and len(launches) == 5

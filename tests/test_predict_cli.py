@@ -111,3 +111,20 @@ def test_torch_module_api_matches_onnx_path(predictor, tmp_path):
     b = predictor.predict_onnx(path)
     assert a["latency_ms"] == pytest.approx(b["latency_ms"]) and a["macs"] == b["macs"]
     assert a["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_cli_predictor_of_an_older_version(tmp_path, cli):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(default_predictor_dir(), old)
+    meta = json.loads((old / "predictor.json").read_text())
+    for roofline in meta["roofline"].values():  # version 1 stored floors instead of transfer constants
+        roofline.pop("params")
+        roofline.update(min_launch_ms=0.1, min_act_ms_per_gb=39.0625)
+    (old / "predictor.json").write_text(json.dumps(meta))
+    onnx_path = tmp_path / "d.onnx"
+    onnx_path.write_bytes(module_to_onnx(_dataset_like(), (1, 3, 30, 30)))
+    proc = cli("predict", "--predictor", str(old), "--onnx", str(onnx_path), "--json")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and "older version" in proc.stderr and "retrain" in proc.stderr

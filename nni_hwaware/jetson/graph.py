@@ -7,8 +7,9 @@ propagation for the common ops so that one unknown op does not blind the rest of
 
 Each compute node becomes a :class:`Layer` (MACs, parameters, activation and weight elements, kernel, op kind)
 and the graph is rewritten the way TensorRT executes it at inference: batch-norm folded into the preceding
-conv/linear, activations and a following residual add fused into the conv epilogue, chains of pointwise ops
-fused into one kernel, reshapes and concatenations free. The ``launches`` field says whether a layer is its
+conv/linear, ReLU/ReLU6 and a following residual add fused into the conv epilogue, every other pointwise op
+(SiLU's ``x * sigmoid(x)``, HardSwish, the squeeze-excite scale, ...) in a PointWise kernel of its own that
+chains its neighbours, reshapes and concatenations free. The ``launches`` field says whether a layer is its
 own kernel launch. MACs follow torchinfo: a conv or linear bias counts one MAC per output element.
 """
 
@@ -51,6 +52,8 @@ _REDUCES = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "
             "InstanceNormalization", "GroupNormalization", "LRN", "ArgMax", "ArgMin", "TopK",
             "MeanVarianceNormalization", "Hardmax", "CumSum"}
 _RESIZES = {"Resize", "Upsample"}
+# Activations TensorRT fuses into the epilogue of the conv/linear kernel that produces their input.
+_EPILOGUE_ACTIVATIONS = {"Relu", "Clip"}
 KNOWN_OPS = ({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "Einsum"} | _ACTIVATIONS
              | _BINARY | _POOLS | _FREE | _SHUFFLES | _REDUCES | _RESIZES)
 
@@ -73,8 +76,8 @@ class Layer:
         Elements read from activations, written, and read from weights.
     launches
         Whether the layer is its own GPU kernel (fused and free layers are not).
-    out_shape
-        Output shape (empty when unknown).
+    out_shape, in_shape
+        Output shape and the shape of the first activation input (empty when unknown).
     """
 
     name: str
@@ -90,6 +93,7 @@ class Layer:
     weight_elems: float = 0.0
     launches: bool = True
     out_shape: list[int] = field(default_factory=list)
+    in_shape: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -347,12 +351,31 @@ def _fallback_shape(node: Any, g: _Graph) -> list[int] | None:
     return list(x)
 
 
-def _epilogue_owner(node: Any, g: _Graph, owner_of: dict[str, int], layers: list[Layer]) -> int | None:
-    """Index of the conv/linear (or pointwise group) whose kernel can absorb this pointwise node, if any."""
+def _pointwise_owner(node: Any, g: _Graph, owner_of: dict[str, int], layers: list[Layer],
+                     group_inputs: dict[int, set[str]]) -> int | None:
+    """Index of the kernel that absorbs this pointwise node, if any.
+
+    TensorRT (8.x, as on the Jetson Nano) fuses only ReLU and Clip (ReLU6) into a conv/linear epilogue, and
+    only when nothing else reads the conv output. Every other pointwise op (Sigmoid, the ``x * sigmoid(x)`` of
+    SiLU/Swish, HardSwish, LeakyReLU, ...) runs in a separate *PointWise* kernel, and TensorRT chains adjacent
+    pointwise ops into one such kernel as long as each op reads only the chain's own tensors or its inputs.
+    """
     act_inputs = [i for i in node.input if i and not g.is_weight(i)]
-    owners = {owner_of[i] for i in act_inputs if i in owner_of}
-    if len(owners) == 1 and all(i in owner_of for i in act_inputs):
-        return owners.pop()
+    if not act_inputs:
+        return None
+    owners = {owner_of.get(i) for i in act_inputs}
+    if len(owners) == 1 and None not in owners:
+        owner = owners.pop()
+        assert owner is not None
+        if layers[owner].kind in COMPUTE_KINDS:
+            sole_reader = all(len(g.consumers.get(i, [])) == 1 and i not in g.graph_outputs for i in act_inputs)
+            return owner if node.op_type in _EPILOGUE_ACTIVATIONS and sole_reader else None
+        if layers[owner].kind == ELTWISE:
+            return owner
+        return None
+    for group in {owner_of[i] for i in act_inputs if i in owner_of and layers[owner_of[i]].kind == ELTWISE}:
+        if all(owner_of.get(i) == group or i in group_inputs.get(group, ()) for i in act_inputs):
+            return group
     return None
 
 
@@ -390,6 +413,7 @@ def extract_layers(model_or_source: Any, input_shape: Sequence[int] | None = Non
     unknown: list[str] = []
     owner_of: dict[str, int] = {}  # tensor -> index of the layer whose kernel produced it (fusion target)
     fused_add: set[int] = set()
+    group_inputs: dict[int, set[str]] = {}  # pointwise kernel -> the tensors it reads
     # Tensors known when the engine is built (weights, constants, shapes and arithmetic on them): TensorRT
     # folds the nodes that compute them, so they cost nothing at inference.
     static: set[str] = set(g.initializers)
@@ -412,7 +436,8 @@ def extract_layers(model_or_source: Any, input_shape: Sequence[int] | None = Non
         in_elems = float(sum(_numel(g.shape(i)) for i in act_in))
         out_elems = _numel(out_shape)
         layer = Layer(name=node.name or f"{op}_{len(layers)}", op=op, kind=UNKNOWN, in_elems=in_elems,
-                      out_elems=out_elems, out_shape=list(out_shape or []))
+                      out_elems=out_elems, out_shape=list(out_shape or []),
+                      in_shape=list(g.shape(act_in[0]) or []) if act_in else [])
         if op in ("Conv", "ConvTranspose") and len(ins) > 1 and ins[1] and ins[0]:
             w = ins[1]
             groups = int(_attr(node, "group", 1))
@@ -468,18 +493,20 @@ def extract_layers(model_or_source: Any, input_shape: Sequence[int] | None = Non
                 owner_of[node.output[0]] = owner
             else:
                 layer.kind, layer.weight_elems = ELTWISE, scale_shift
+                group_inputs[len(layers)] = {src}
                 owner_of[node.output[0]] = len(layers)
         elif op in _ACTIVATIONS or op in _BINARY:
-            owner = _epilogue_owner(node, g, owner_of, layers)
+            owner = _pointwise_owner(node, g, owner_of, layers, group_inputs)
             if owner is not None:
                 layer.kind, layer.launches = FUSED, False
                 layer.in_elems = layer.out_elems = 0.0  # operands already sit in the owning kernel's registers
                 owner_of[node.output[0]] = owner
             else:
-                # a residual add right after a conv/linear: fused into its epilogue, reads one extra tensor
-                producers = [owner_of.get(i) for i in act_in]
-                compute_owner = [p for p in producers if p is not None and layers[p].kind in COMPUTE_KINDS
-                                 and p not in fused_add]
+                # a residual add right after a conv/linear that nothing else reads: fused into its epilogue,
+                # reads one extra tensor
+                compute_owner = [owner_of[i] for i in act_in if i in owner_of
+                                 and layers[owner_of[i]].kind in COMPUTE_KINDS and owner_of[i] not in fused_add
+                                 and len(g.consumers.get(i, [])) == 1]
                 if op in ("Add", "Sum", "Max", "Min") and len(act_in) == 2 and compute_owner:
                     p = compute_owner[-1]
                     fused_add.add(p)
@@ -489,7 +516,8 @@ def extract_layers(model_or_source: Any, input_shape: Sequence[int] | None = Non
                     layer.out_elems = 0.0
                     owner_of[node.output[0]] = p
                 else:
-                    layer.kind = ELTWISE
+                    layer.kind = ELTWISE  # a PointWise kernel of its own
+                    group_inputs[len(layers)] = set(act_in)
                     owner_of[node.output[0]] = len(layers)
         elif op in _FREE:
             layer.kind, layer.launches, layer.in_elems, layer.out_elems = FREE, False, 0.0, 0.0

@@ -19,26 +19,30 @@ _COL = {c: i for i, c in enumerate(ROOFLINE_COLUMNS)}
 class RooflineModel:
     """Sum over layers of non-negative per-class costs, fitted on relative error.
 
-    ``t = sum_c a_c * MACs_c + b_act * act_GB + b_w * weight_GB + linear + g * launches + t0`` where the
-    linear-layer term is ``max(b_act * linear_GB, b_lin * linear_GB * 10 / N)``: weight streaming at the
+    ``t = sum_c a_c * MACs_c + beta * act_GB + b_w * weight_GB + linear + g * launches + t0``. The compute
+    rates ``a_c`` (one per dense and per depthwise kernel size, plus the batch-1 GEMV rate of narrow linear
+    layers) are fitted on the data by non-negative least squares on relative error. Three *transfer
+    constants* are parameters instead, because the dataset cannot identify them (its networks are a few large
+    stride-1 convs each, so memory traffic, kernel count and fixed cost are collinear with its MACs) while real
+    networks with hundreds of small or memory-bound layers depend on them: the cost ``beta`` of a GB of
+    activation traffic, the cost ``g`` of one kernel, and optionally the fixed cost ``t0``
+    (see :mod:`nni_hwaware.jetson.calibrate`).
+
+    The linear-layer term is ``max(beta * linear_GB, b_lin * linear_GB * 10 / N)``: weight streaming at the
     activation bandwidth, or the parallelism-limited GEMV rate calibrated on the dataset's 10-output layers,
-    whichever is slower. Compute classes absent from the training data borrow the coefficient of the
-    nearest kernel size of the same kind (depthwise falls back to dense), so a 7x7 kernel is never free.
-    Depthwise convs share one per-MAC coefficient across kernel sizes: they are bandwidth/latency-bound, and
-    separate coefficients let the fit zero out one kernel size (3x3) that the dataset cannot separate from the
-    activation traffic, which would make every MobileNet's depthwise layers free.
+    whichever is slower. Compute classes absent from the training data borrow the coefficient of the nearest
+    kernel size of the same kind (depthwise falls back to dense), so a 7x7 kernel is never free.
 
     Parameters
     ----------
-    min_launch_ms
-        Per-kernel launch cost ``g`` imposed as a floor (ms). The dataset's networks have at most 21 kernels of
-        large work each, so it cannot identify ``g`` (an unconstrained fit gives 0); networks with hundreds of
-        small kernels (MobileNet, EfficientNet) need it. 0.1 ms is the largest value the dataset tolerates
-        within 0.2 points of random-split MAPE.
-    min_act_ms_per_gb
-        Floor of the activation-traffic cost: the Jetson Nano's LPDDR4 peak of 25.6 GB/s, i.e. 39 ms per GB.
-        The dataset's activation traffic is collinear with its depthwise MACs; without the floor the fit can
-        make pooling and element-wise layers (absent from the data) free.
+    act_cost_per_gb
+        ``beta``: cost (ms, or mJ for energy) of one GB of activation traffic, fixed.
+    launch_cost
+        ``g``: cost of one kernel, fixed.
+    fixed_cost
+        ``t0``: per-inference cost, fixed; ``None`` fits it.
+    weights_at_act_rate
+        Price conv weight bytes at ``beta`` (True) or fit their own coefficient ``b_w`` (False).
 
     Examples
     --------
@@ -49,29 +53,36 @@ class RooflineModel:
     (50,)
     """
 
-    def __init__(self, min_launch_ms: float = 0.1, min_act_ms_per_gb: float = 1000 / 25.6) -> None:
-        self.min_launch_ms = min_launch_ms
-        self.min_act_ms_per_gb = min_act_ms_per_gb
+    def __init__(self, act_cost_per_gb: float = 70.0, launch_cost: float = 0.04, fixed_cost: float | None = None,
+                 weights_at_act_rate: bool = False) -> None:
+        self.act_cost_per_gb = act_cost_per_gb
+        self.launch_cost = launch_cost
+        self.fixed_cost = fixed_cost
+        self.weights_at_act_rate = weights_at_act_rate
+
+    def _fixed(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed coefficients and the mask of the columns the fit leaves alone."""
+        fixed = np.zeros(len(ROOFLINE_COLUMNS))
+        held = np.zeros(len(ROOFLINE_COLUMNS), bool)
+        values = {"act_gb": self.act_cost_per_gb, "launches": self.launch_cost, "linear_gb": 0.0}
+        if self.weights_at_act_rate:
+            values["weight_gb"] = self.act_cost_per_gb
+        if self.fixed_cost is not None:
+            values["one"] = self.fixed_cost
+        for column, value in values.items():
+            fixed[_COL[column]], held[_COL[column]] = value, True
+        return fixed, held
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> RooflineModel:
         X = np.asarray(X, float)
         y = np.asarray(y, float)
+        fixed, held = self._fixed()
         design = X.copy()
-        design[:, _COL["linear_gb"]] = X[:, _COL["linear_gb_n10"]]
-        design[:, _COL["linear_gb_n10"]] = 0.0
-        dw = [_COL[c] for c in COMPUTE_CLASSES if c.startswith("dw_")]
-        design[:, dw[0]] = X[:, dw].sum(axis=1)
-        design[:, dw[1:]] = 0.0
-        floor = np.zeros(len(ROOFLINE_COLUMNS))
-        floor[_COL["launches"]], floor[_COL["act_gb"]] = self.min_launch_ms, self.min_act_ms_per_gb
-        target = y - design @ floor
-        coef, _ = nnls(design / y[:, None], target / y)
-        coef[dw[1:]] = coef[dw[0]]
-        coef += floor
-        coef[_COL["linear_gb"]] = max(coef[_COL["linear_gb"]], coef[_COL["act_gb"]])
+        design[:, _COL["linear_gb"]] = 0.0  # linear layers: the GEMV column is fitted, the max() applied below
+        free, _ = nnls(design[:, ~held] / y[:, None], (y - design @ fixed) / y)
+        coef = fixed.copy()
+        coef[~held] = free
         seen = X.sum(axis=0) > 0
-        if seen[dw].any():
-            seen[dw] = True
         self.seen_classes_ = [c for c in COMPUTE_CLASSES if seen[_COL[c]]]
         self.coef_ = self._fill_unseen(coef, seen)
         return self
@@ -95,25 +106,28 @@ class RooflineModel:
         """Cost of each column's share (rows x columns), the linear term already maxed."""
         X = np.asarray(X, float)
         parts = X * self.coef_
-        act_rate, lin_rate = self.coef_[_COL["act_gb"]], self.coef_[_COL["linear_gb"]]
-        parts[:, _COL["linear_gb"]] = np.maximum(act_rate * X[:, _COL["linear_gb"]],
-                                                 lin_rate * X[:, _COL["linear_gb_n10"]])
+        gemv_rate = self.coef_[_COL["linear_gb_n10"]]
+        parts[:, _COL["linear_gb"]] = np.maximum(self.act_cost_per_gb * X[:, _COL["linear_gb"]],
+                                                 gemv_rate * X[:, _COL["linear_gb_n10"]])
         parts[:, _COL["linear_gb_n10"]] = 0.0
         return parts
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.layer_costs(X).sum(axis=1)
 
+    def get_params(self) -> dict[str, Any]:
+        return {"act_cost_per_gb": self.act_cost_per_gb, "launch_cost": self.launch_cost,
+                "fixed_cost": self.fixed_cost, "weights_at_act_rate": self.weights_at_act_rate}
+
     def to_dict(self) -> dict[str, Any]:
         return {"columns": ROOFLINE_COLUMNS, "coef": [float(v) for v in self.coef_],
-                "seen_classes": self.seen_classes_, "min_launch_ms": self.min_launch_ms,
-                "min_act_ms_per_gb": self.min_act_ms_per_gb}
+                "seen_classes": self.seen_classes_, "params": self.get_params()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RooflineModel:
-        if list(data["columns"]) != ROOFLINE_COLUMNS:
+        if list(data["columns"]) != ROOFLINE_COLUMNS or "params" not in data:
             raise ValueError("roofline columns changed since this predictor was trained; retrain it")
-        model = cls(min_launch_ms=float(data["min_launch_ms"]), min_act_ms_per_gb=float(data["min_act_ms_per_gb"]))
+        model = cls(**data["params"])
         model.coef_ = np.asarray(data["coef"], float)
         model.seen_classes_ = list(data["seen_classes"])
         return model

@@ -73,7 +73,11 @@ class JetsonNanoPredictor:
         if meta.get("network_features") != NETWORK_FEATURES or meta.get("roofline_columns") != ROOFLINE_COLUMNS:
             raise HwAwareError(f"{self.folder} was trained with other features than this version uses; retrain it")
         self.meta = meta
-        self.roofline = {t: RooflineModel.from_dict(meta["roofline"][t]) for t in TARGETS}
+        try:
+            self.roofline = {t: RooflineModel.from_dict(meta["roofline"][t]) for t in TARGETS}
+        except (KeyError, TypeError, ValueError):
+            raise HwAwareError(f"{self.folder} holds a roofline model of an older version; retrain it with "
+                               "`nni-hwaware jetson-nano train`") from None
         try:
             with np.load(self.folder / "arrays.npz", allow_pickle=False) as arrays:
                 self.knn = KnnDistance.from_arrays(arrays, int(meta["ood"]["k"]))

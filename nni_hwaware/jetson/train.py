@@ -4,7 +4,9 @@ Three models are compared on every split: the per-layer roofline model (few non-
 gradient-boosting model on whole-network features (the published approach, log target), and the hybrid that
 multiplies the roofline prediction by a gradient-boosted correction. The shipped predictor uses the hybrid
 for in-distribution networks and the roofline model alone outside the training distribution, where a learned
-correction has nothing to stand on.
+correction has nothing to stand on. Before any of this, the roofline model's transfer constants (cost per GB
+of memory traffic, per kernel, fixed) are chosen on the published real-world measurements
+(:mod:`nni_hwaware.jetson.calibrate`); the held-out splits below then use them unchanged.
 
 Splits:
 
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.jetson.calibrate import Calibration, calibrate, energy_candidates, latency_candidates
 from nni_hwaware.jetson.dataset import DatasetModel, load_dataset
 from nni_hwaware.jetson.features import NETWORK_FEATURES, ROOFLINE_COLUMNS, feature_matrix, roofline_rows
 from nni_hwaware.jetson.graph import GraphLayers, convnet_onnx, extract_layers
@@ -44,7 +47,7 @@ INTERVAL_QUANTILES = (0.05, 0.95)
 OOD_QUANTILE = 0.99
 KNN_K = 5
 FAMILY_FOLDS = 5
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2
 
 
 def _progress(msg: str) -> None:
@@ -69,17 +72,23 @@ def mape(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 class HybridFit:
-    """Roofline + gradient-boosted log-residual correction, fitted together (one target)."""
+    """Roofline + gradient-boosted log-residual correction, fitted together (one target).
 
-    def __init__(self, gbm_iters: int = 300, seed: int = 0, floor_scale: float = 1.0) -> None:
+    Parameters
+    ----------
+    roofline_params
+        :class:`RooflineModel` parameters (the calibrated transfer constants).
+    gbm_iters, seed
+        Boosting iterations and random seed of the gradient-boosting models.
+    """
+
+    def __init__(self, roofline_params: dict[str, Any], gbm_iters: int = 300, seed: int = 0) -> None:
+        self.roofline_params = roofline_params
         self.gbm_iters = gbm_iters
         self.seed = seed
-        self.floor_scale = floor_scale  # energy: the physical floors (ms) times the typical GPU power (W)
 
     def fit(self, R: np.ndarray, F: np.ndarray, y: np.ndarray) -> HybridFit:
-        base_model = RooflineModel()
-        self.roofline_ = RooflineModel(base_model.min_launch_ms * self.floor_scale,
-                                       base_model.min_act_ms_per_gb * self.floor_scale).fit(R, y)
+        self.roofline_ = RooflineModel(**self.roofline_params).fit(R, y)
         base = self.roofline_.predict(R)
         self.residual_ = gradient_boosting(self.seed, self.gbm_iters).fit(F, np.log(y / base))
         self.gbm_ = gradient_boosting(self.seed, self.gbm_iters).fit(F, np.log(y))
@@ -89,13 +98,6 @@ class HybridFit:
         base = self.roofline_.predict(R)
         return {"roofline": base, "gbm": np.exp(self.gbm_.predict(F)),
                 "hybrid": base * np.exp(self.residual_.predict(F))}
-
-
-def _floor_scale(target: str, Y: dict[str, np.ndarray], rows: np.ndarray) -> float:
-    """1 for latency; the median GPU power (mJ per ms) of the training rows for energy."""
-    if target == "latency_ms":
-        return 1.0
-    return float(np.median(Y["energy_mj"][rows] / Y["latency_ms"][rows]))
 
 
 def splits(models: list[DatasetModel], seed: int = 0) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
@@ -126,11 +128,14 @@ def splits(models: list[DatasetModel], seed: int = 0) -> dict[str, list[tuple[st
 
 
 def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: list[DatasetModel],
-             progress: Callable[[str], None] = _progress, gbm_iters: int = 300) -> tuple[dict[str, Any], dict]:
+             roofline_params: dict[str, dict[str, Any]], progress: Callable[[str], None] = _progress,
+             gbm_iters: int = 300) -> tuple[dict[str, Any], dict]:
     """MAPE of every method on every split; also returns held-out residuals for intervals and OOD calibration."""
     results: dict[str, Any] = {}
     residuals: dict[str, Any] = {"hybrid_random": {}, "roofline_extrapolation": {t: [] for t in TARGETS}}
     for split_name, folds in splits(models).items():
+        if not folds:  # a small subset may have no model on one side of a split
+            continue
         split_res: dict[str, Any] = {"folds": {}}
         pooled: dict[str, dict[str, list[np.ndarray]]] = {t: {m: [] for m in METHODS} for t in TARGETS}
         truth: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
@@ -138,7 +143,7 @@ def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: lis
             fold: dict[str, Any] = {"n_train": int(len(tr)), "n_test": int(len(te))}
             for target in TARGETS:
                 y = Y[target]
-                fit = HybridFit(gbm_iters, floor_scale=_floor_scale(target, Y, tr)).fit(R[tr], F[tr], y[tr])
+                fit = HybridFit(roofline_params[target], gbm_iters).fit(R[tr], F[tr], y[tr])
                 preds = fit.predict(R[te], F[te])
                 fold[target] = {m: round(mape(preds[m], y[te]), 2) for m in METHODS}
                 for m in METHODS:
@@ -158,6 +163,23 @@ def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: lis
     for t in TARGETS:
         residuals["roofline_extrapolation"][t] = np.concatenate(residuals["roofline_extrapolation"][t])
     return results, residuals
+
+
+def calibrate_transfer(R: np.ndarray, Y: dict[str, np.ndarray],
+                       progress: Callable[[str], None] = _progress) -> dict[str, Calibration]:
+    """Choose the roofline transfer constants of both targets on the real-world reference networks."""
+    from nni_hwaware.jetson.zoo import reference_graphs
+
+    progress("building the real-world reference networks (224x224) ...")
+    names, ref_graphs, ref_latency, ref_energy = reference_graphs()
+    R_ref = roofline_rows(ref_graphs)
+    progress(f"calibrating transfer constants on {len(names)} reference networks (leave-one-out) ...")
+    latency = calibrate(latency_candidates(), R, Y["latency_ms"], R_ref, ref_latency, names, progress)
+    energy = calibrate(energy_candidates(latency.params), R, Y["energy_mj"], R_ref, ref_energy, names, progress)
+    for target, cal in (("latency", latency), ("energy", energy)):
+        progress(f"  {target}: {cal.params}; real-world MAPE {cal.mape(False):.1f} % in-sample, "
+                 f"{cal.mape(True):.1f} % leave-one-out")
+    return {"latency_ms": latency, "energy_mj": energy}
 
 
 def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | None = None,
@@ -200,14 +222,15 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
     graphs = dataset_graphs(models, progress)
     R, F = roofline_rows(graphs), feature_matrix(graphs)
     Y = {"latency_ms": np.array([m.latency_ms for m in models]), "energy_mj": np.array([m.energy_mj for m in models])}
+    calibration = calibrate_transfer(R, Y, progress)
+    roofline_params = {t: calibration[t].params for t in TARGETS}
     metrics: dict[str, Any] = {}
     residuals: dict[str, Any] = {}
     if evaluate_splits:
         progress("held-out evaluation (roofline / gbm / hybrid) ...")
-        metrics, residuals = evaluate(R, F, Y, models, progress, gbm_iters)
+        metrics, residuals = evaluate(R, F, Y, models, roofline_params, progress, gbm_iters)
     progress("fitting on all data ...")
-    everything = np.arange(len(models))
-    final = {t: HybridFit(gbm_iters, floor_scale=_floor_scale(t, Y, everything)).fit(R, F, Y[t]) for t in TARGETS}
+    final = {t: HybridFit(roofline_params[t], gbm_iters).fit(R, F, Y[t]) for t in TARGETS}
     knn = KnnDistance(KNN_K).fit(F)
     if evaluate_splits:
         tr, te = residuals["random_split"]
@@ -223,10 +246,12 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
             full = final[t].predict(R, F)
             in_res = np.log(Y[t] / full["hybrid"])
             ood_res = np.log(Y[t] / full["roofline"])
+        # Outside the data the interval must also cover the real-world leave-one-out misses.
+        real = calibration[t].loo_log_residuals
         intervals[t] = {
             "in_distribution": [float(np.quantile(in_res, q)) for q in INTERVAL_QUANTILES],
-            "out_of_distribution": [float(min(np.quantile(ood_res, INTERVAL_QUANTILES[0]), -0.1)),
-                                    float(max(np.quantile(ood_res, INTERVAL_QUANTILES[1]), 0.1))],
+            "out_of_distribution": [float(min(np.quantile(ood_res, INTERVAL_QUANTILES[0]), real.min(), -0.1)),
+                                    float(max(np.quantile(ood_res, INTERVAL_QUANTILES[1]), real.max(), 0.1))],
         }
     out.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -235,6 +260,7 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
         "device": "NVIDIA Jetson Nano (TensorRT, batch 1, power mode 0)",
         "targets": {"latency_ms": "average_latency(ms)", "energy_mj": "GPU_energy_per_inference (mJ)"},
         "roofline": {t: final[t].roofline_.to_dict() for t in TARGETS},
+        "transfer_calibration": {t: calibration[t].as_dict() for t in TARGETS},
         "network_features": NETWORK_FEATURES,
         "roofline_columns": ROOFLINE_COLUMNS,
         "ood": {"method": f"mean Euclidean distance to the {KNN_K} nearest training networks in standardised "

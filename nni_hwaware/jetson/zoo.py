@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -321,3 +322,14 @@ def build(name: str) -> nn.Module:
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def reference_graphs() -> tuple[list[str], list, np.ndarray, np.ndarray]:
+    """The zoo networks with a published measurement: names, per-layer graphs, latency (ms), energy (mJ)."""
+    from nni_hwaware.jetson.graph import layers_from_module
+
+    names = [name for name in ZOO if name in REFERENCE]
+    graphs = [layers_from_module(build(name), INPUT_SHAPE) for name in names]
+    latency = np.array([REFERENCE[name][0] for name in names])
+    energy = np.array([REFERENCE[name][1] for name in names])
+    return names, graphs, latency, energy
