@@ -231,6 +231,11 @@ class _Graph:
     def shape(self, name: str) -> list[int] | None:
         return self.shapes.get(name) if name else None
 
+    def sole_reader(self, name: str) -> bool:
+        """Whether one node alone reads this tensor (and it is no graph output): only then can TensorRT fold
+        the reader into the producing kernel."""
+        return len(self.consumers.get(name, [])) == 1 and name not in self.graph_outputs
+
     def is_weight(self, name: str) -> bool:
         """An initializer or a constant (possibly behind a Cast/DequantizeLinear/Identity)."""
         seen = 0
@@ -364,12 +369,11 @@ def _pointwise_owner(node: Any, g: _Graph, owner_of: dict[str, int], layers: lis
     if not act_inputs:
         return None
     owners = {owner_of.get(i) for i in act_inputs}
-    if len(owners) == 1 and None not in owners:
-        owner = owners.pop()
-        assert owner is not None
+    owner = owners.pop() if len(owners) == 1 else None
+    if owner is not None:
         if layers[owner].kind in COMPUTE_KINDS:
-            sole_reader = all(len(g.consumers.get(i, [])) == 1 and i not in g.graph_outputs for i in act_inputs)
-            return owner if node.op_type in _EPILOGUE_ACTIVATIONS and sole_reader else None
+            fusable = node.op_type in _EPILOGUE_ACTIVATIONS and all(g.sole_reader(i) for i in act_inputs)
+            return owner if fusable else None
         if layers[owner].kind == ELTWISE:
             return owner
         return None
@@ -506,7 +510,7 @@ def extract_layers(model_or_source: Any, input_shape: Sequence[int] | None = Non
                 # reads one extra tensor
                 compute_owner = [owner_of[i] for i in act_in if i in owner_of
                                  and layers[owner_of[i]].kind in COMPUTE_KINDS and owner_of[i] not in fused_add
-                                 and len(g.consumers.get(i, [])) == 1]
+                                 and g.sole_reader(i)]
                 if op in ("Add", "Sum", "Max", "Min") and len(act_in) == 2 and compute_owner:
                     p = compute_owner[-1]
                     fused_add.add(p)
