@@ -17,6 +17,11 @@ def test_train_small_subset(tmp_path, shared_dir, cli):
     assert card["data"]["report"]["macs_match_rate"] == 1.0
     predictor = JetsonNanoPredictor.load(out)
     assert predictor.meta["kind"] == "jetson_nano"
+    # The real-world networks are predicted as a test, with the prior's sensitivity beside it.
+    check = card["method"]["real_world_check"]
+    assert sorted(r["model"] for r in check["energy_mj"]["rows"]) == sorted(REFERENCE)
+    assert check["latency_prior_sensitivity"][0]["prior"] == "full" and len(check["latency_prior_sensitivity"]) > 5
+    assert "Real-world test" in (out / "README.md").read_text()
 
 
 def test_train_bad_data_folder(tmp_path, cli):

@@ -9,7 +9,11 @@ Modules, in the order of the data flow:
 ``features``
     whole-network features and the per-layer roofline design matrix built from those layers;
 ``models``
-    the per-layer roofline model, the gradient-boosting baseline and the out-of-distribution scorer;
+    the per-layer roofline model, the GPU power and energy models, the gradient-boosting baseline and the
+    out-of-distribution scorer;
+``prior``
+    the roofline averaged over a physical prior of the constants the dataset cannot identify, and its test on
+    published real-world measurements;
 ``predictor``
     the shipped artifact: load it and predict latency/energy with intervals for a module or an ONNX file;
 ``train``

@@ -1,7 +1,8 @@
-"""The estimators: per-layer roofline model, gradient-boosting residual model, out-of-distribution scorer.
+"""The estimators: per-layer roofline model, GPU power and energy models, gradient-boosting residual model,
+out-of-distribution scorer.
 
 All follow scikit-learn conventions (``__init__`` stores parameters, ``fit`` returns ``self``, ``predict`` is
-pure) and save to plain arrays (JSON/npz), except the gradient-boosting model, which is saved with skops.
+pure) and save to plain arrays (JSON/npz), except the gradient-boosting models, which are saved with skops.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class RooflineModel:
     stride-1 convs each, so memory traffic, kernel count and fixed cost are collinear with its MACs) while real
     networks with hundreds of small or memory-bound layers depend on them: the cost ``beta`` of a GB of
     activation traffic, the cost ``g`` of one kernel, and optionally the fixed cost ``t0``
-    (see :mod:`nni_hwaware.jetson.calibrate`).
+    (:mod:`nni_hwaware.jetson.prior` averages the model over plausible values of them).
 
     The linear-layer term is ``max(beta * linear_GB, b_lin * linear_GB * 10 / N)``: weight streaming at the
     activation bandwidth, or the parallelism-limited GEMV rate calibrated on the dataset's 10-output layers,
@@ -133,6 +134,111 @@ class RooflineModel:
         return model
 
 
+# Where an inference's predicted time goes, as shares of the total: the inputs of the power model.
+TIME_SHARES = ["dense_compute", "depthwise_compute", "memory", "conv_weights", "gemv", "launches", "fixed"]
+# More of the time in dense compute cannot lower the GPU's power; more of it in launches or host-side fixed
+# work (GPU waiting) cannot raise it.
+POWER_MONOTONE = [1, 0, 0, 0, 0, -1, -1]
+
+
+def time_shares(roofline: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted latency and its shares by kind of work (:data:`TIME_SHARES`), per row of ``X``.
+
+    ``roofline`` is a fitted latency model with ``layer_costs`` and ``act_cost_per_gb``. Linear layers count as
+    memory traffic where weight streaming at the activation bandwidth is their cost (wide layers, such as
+    VGG's 4096-output ones), as batch-1 GEMV otherwise (the dataset's 10-output heads).
+    """
+    X = np.asarray(X, float)
+    parts = roofline.layer_costs(X)
+    total = parts.sum(axis=1)
+    dense = parts[:, [_COL[c] for c in COMPUTE_CLASSES if c.startswith("conv")]].sum(axis=1)
+    depthwise = parts[:, [_COL[c] for c in COMPUTE_CLASSES if c.startswith("dw")]].sum(axis=1)
+    linear = parts[:, _COL["linear_gb"]]
+    streaming = roofline.act_cost_per_gb * X[:, _COL["linear_gb"]] >= linear - 1e-12
+    shares = np.c_[dense, depthwise, parts[:, _COL["act_gb"]] + np.where(streaming, linear, 0.0),
+                   parts[:, _COL["weight_gb"]], np.where(streaming, 0.0, linear), parts[:, _COL["launches"]],
+                   parts[:, _COL["one"]]]
+    return total, shares / np.maximum(total, 1e-12)[:, None]
+
+
+class PowerModel:
+    """Average GPU-rail power (W) of back-to-back inferences, from the shares of their predicted time.
+
+    A gradient-boosted regression, monotone where physics fixes the sign (:data:`POWER_MONOTONE`). Power is
+    bounded (the dataset spans 1.4-5.3 W) and trees do not extrapolate beyond their training targets, so a
+    network unlike the training data still gets a power inside the measured range.
+
+    Parameters
+    ----------
+    max_iter, seed
+        Boosting iterations and random seed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> S = np.random.default_rng(0).dirichlet(np.ones(len(TIME_SHARES)), size=300)
+    >>> model = PowerModel(max_iter=20).fit(S, 2 + 3 * S[:, 0] - S[:, 5])
+    >>> bool(model.predict(S).min() > 1)
+    True
+    """
+
+    def __init__(self, max_iter: int = 300, seed: int = 0) -> None:
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def fit(self, shares: np.ndarray, power_w: np.ndarray) -> PowerModel:
+        self.gbm_ = gradient_boosting(self.seed, self.max_iter, monotonic_cst=POWER_MONOTONE)
+        self.gbm_.fit(np.asarray(shares, float), np.asarray(power_w, float))
+        return self
+
+    def predict(self, shares: np.ndarray) -> np.ndarray:
+        return self.gbm_.predict(np.asarray(shares, float))
+
+
+class EnergyFromPower:
+    """GPU energy per inference (mJ) = predicted latency (ms) x predicted average GPU power (W).
+
+    The dataset's energy is the GPU-rail energy of a 60 s run divided by its inferences, i.e. average power
+    times the time per inference. Predicting the two factors separately lets energy inherit the latency
+    model's transfer to real networks, and leaves a bounded quantity (power) to learn from the dataset: no
+    energy constant is chosen on real-world measurements.
+
+    Parameters
+    ----------
+    power_iters, seed
+        Boosting iterations and seed of the :class:`PowerModel`.
+    """
+
+    def __init__(self, power_iters: int = 300, seed: int = 0) -> None:
+        self.power_iters = power_iters
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, latency_model: Any, latency_ms: np.ndarray) -> EnergyFromPower:
+        """Fit the power model on measured power ``y / latency_ms`` against ``latency_model``'s time shares."""
+        self.latency_model_ = latency_model
+        _, shares = time_shares(latency_model, X)
+        self.power_ = PowerModel(self.power_iters, self.seed).fit(shares, np.asarray(y, float) / latency_ms)
+        return self
+
+    def predict_parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted latency (ms) and power (W)."""
+        latency, shares = time_shares(self.latency_model_, X)
+        return latency, self.power_.predict(shares)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        latency, power = self.predict_parts(X)
+        return latency * power
+
+    @classmethod
+    def from_parts(cls, latency_model: Any, power_gbm: Any) -> EnergyFromPower:
+        """Rebuild a fitted model from its latency model and the power model's saved regressor."""
+        model = cls()
+        model.latency_model_ = latency_model
+        model.power_ = PowerModel()
+        model.power_.gbm_ = power_gbm
+        return model
+
+
 class KnnDistance:
     """Out-of-distribution score: mean distance to the k nearest training networks in standardised features.
 
@@ -173,9 +279,10 @@ class KnnDistance:
         return model
 
 
-def gradient_boosting(seed: int = 0, max_iter: int = 300) -> Any:
-    """The gradient-boosting regressor used both as baseline (on log target) and as residual model."""
+def gradient_boosting(seed: int = 0, max_iter: int = 300, monotonic_cst: list[int] | None = None) -> Any:
+    """The gradient-boosting regressor of the baseline (log target), the residual and the power models."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=0.05, max_leaf_nodes=31,
-                                         min_samples_leaf=20, l2_regularization=1e-3, random_state=seed)
+                                         min_samples_leaf=20, l2_regularization=1e-3, random_state=seed,
+                                         monotonic_cst=monotonic_cst)

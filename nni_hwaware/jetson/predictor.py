@@ -1,7 +1,7 @@
 """The shipped Jetson Nano predictor: load a predictor folder and predict latency/energy for any CNN.
 
-Loading reads one JSON and one small npz; the gradient-boosting corrections (skops) are loaded lazily, only
-when an in-distribution network needs them.
+Loading reads one JSON, one small npz and the power model (skops); the gradient-boosting corrections (skops)
+are loaded lazily, only when an in-distribution network needs them.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from nni_hwaware.jetson.features import (
     structure_summary,
 )
 from nni_hwaware.jetson.graph import COMPUTE_KINDS, CONV, DECONV, DWCONV, GCONV, GraphLayers, extract_layers
-from nni_hwaware.jetson.models import KnnDistance, RooflineModel
+from nni_hwaware.jetson.models import EnergyFromPower, KnnDistance
+from nni_hwaware.jetson.prior import PriorAveragedRoofline
 from nni_hwaware.paths import data_dir
 
 TARGETS = ("latency_ms", "energy_mj")
+ARTIFACT_VERSION = 3
 
 
 def default_predictor_dir() -> Path:
@@ -74,37 +76,45 @@ class JetsonNanoPredictor:
             raise HwAwareError(f"{self.folder} was trained with other features than this version uses; retrain it")
         self.meta = meta
         try:
-            self.roofline = {t: RooflineModel.from_dict(meta["roofline"][t]) for t in TARGETS}
+            if meta.get("version") != ARTIFACT_VERSION:
+                raise ValueError(meta.get("version"))
+            latency = PriorAveragedRoofline.from_dict(meta["latency_roofline"])
         except (KeyError, TypeError, ValueError):
-            raise HwAwareError(f"{self.folder} holds a roofline model of an older version; retrain it with "
+            raise HwAwareError(f"{self.folder} holds a predictor of an older version; retrain it with "
                                "`nni-hwaware jetson-nano train`") from None
+        self._residual: dict[str, Any] = {}
+        self.base = {"latency_ms": latency,
+                     "energy_mj": EnergyFromPower.from_parts(latency, self._load_skops(meta["energy_model"]["power_file"]))}
         try:
             with np.load(self.folder / "arrays.npz", allow_pickle=False) as arrays:
                 self.knn = KnnDistance.from_arrays(arrays, int(meta["ood"]["k"]))
         except (OSError, ValueError, KeyError) as exc:
             raise HwAwareError(f"cannot read {self.folder / 'arrays.npz'} ({exc}); retrain the predictor") from None
-        self._residual: dict[str, Any] = {}
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> JetsonNanoPredictor:
         """Load a predictor folder (default: the shipped one)."""
         return cls(folder)
 
+    def _load_skops(self, name: str) -> Any:
+        """A scikit-learn regressor saved with skops, refusing any type outside sklearn/numpy/builtins."""
+        import skops.io as sio
+
+        path = self.folder / name
+        try:
+            untrusted = sio.get_untrusted_types(file=path)
+            allowed = [t for t in untrusted if t.startswith(("sklearn.", "numpy.", "builtins."))]
+            if len(allowed) != len(untrusted):
+                raise HwAwareError(f"{path} holds unexpected types {sorted(set(untrusted) - set(allowed))}")
+            return sio.load(path, trusted=allowed)
+        except HwAwareError:
+            raise
+        except Exception as exc:
+            raise HwAwareError(f"cannot load {path} ({type(exc).__name__}); retrain the predictor") from None
+
     def _residual_model(self, target: str) -> Any:
         if target not in self._residual:
-            import skops.io as sio
-
-            path = self.folder / self.meta["gbm_files"][target]
-            try:
-                untrusted = sio.get_untrusted_types(file=path)
-                allowed = [t for t in untrusted if t.startswith(("sklearn.", "numpy.", "builtins."))]
-                if len(allowed) != len(untrusted):
-                    raise HwAwareError(f"{path} holds unexpected types {sorted(set(untrusted) - set(allowed))}")
-                self._residual[target] = sio.load(path, trusted=allowed)
-            except HwAwareError:
-                raise
-            except Exception as exc:
-                raise HwAwareError(f"cannot load {path} ({type(exc).__name__}); retrain the predictor") from None
+            self._residual[target] = self._load_skops(self.meta["gbm_files"][target])
         return self._residual[target]
 
     # ------------------------------------------------------------------------------------------ predict
@@ -135,7 +145,7 @@ class JetsonNanoPredictor:
         quantiles = self.meta["intervals_log_ratio"]
         result: dict[str, Any] = {}
         for target in TARGETS:
-            base = float(self.roofline[target].predict(R)[0])
+            base = float(self.base[target].predict(R)[0])
             value = base
             if in_distribution:
                 value = base * math.exp(float(self._residual_model(target).predict(F)[0]))
@@ -160,7 +170,8 @@ class JetsonNanoPredictor:
             "kernel_mac_share": {k: round(v, 4) for k, v in sorted(summary["kernel_mac_share"].items())},
             "unknown_ops": graph.unknown_ops,
             "warnings": warnings,
-            "method": "hybrid (roofline x gradient-boosted correction)" if in_distribution else "roofline",
+            "method": ("hybrid (base x gradient-boosted correction)" if in_distribution
+                       else "base (roofline latency; energy = roofline latency x power)"),
         })
         return result
 

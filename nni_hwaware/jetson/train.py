@@ -1,12 +1,14 @@
 """Fit the Jetson Nano predictor on the public dataset, evaluate it on held-out splits, write the artifact.
 
-Three models are compared on every split: the per-layer roofline model (few non-negative coefficients), the
-gradient-boosting model on whole-network features (the published approach, log target), and the hybrid that
-multiplies the roofline prediction by a gradient-boosted correction. The shipped predictor uses the hybrid
-for in-distribution networks and the roofline model alone outside the training distribution, where a learned
-correction has nothing to stand on. Before any of this, the roofline model's transfer constants (cost per GB
-of memory traffic, per kernel, fixed) are chosen on the published real-world measurements
-(:mod:`nni_hwaware.jetson.calibrate`); the held-out splits below then use them unchanged.
+Three models are compared on every split: the base model, the gradient-boosting model on whole-network
+features (the published approach, log target), and the hybrid that multiplies the base prediction by a
+gradient-boosted correction. The base model of latency is the per-layer roofline averaged over a physical
+prior of the transfer constants the dataset cannot identify (cost per GB of memory traffic, per kernel, fixed;
+:mod:`nni_hwaware.jetson.prior`); the base model of energy is that latency times a GPU power learned from where
+the predicted time goes (:class:`~nni_hwaware.jetson.models.EnergyFromPower`). The shipped predictor uses the
+hybrid for in-distribution networks and the base model alone outside the training distribution, where a
+learned correction has nothing to stand on. The 9 published real-world measurements are never fitted: they
+are predicted once, as a test (:func:`real_world_check`).
 
 Splits:
 
@@ -35,11 +37,17 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.jetson.calibrate import Calibration, calibrate, energy_candidates, latency_candidates
 from nni_hwaware.jetson.dataset import DatasetModel, load_dataset
 from nni_hwaware.jetson.features import NETWORK_FEATURES, ROOFLINE_COLUMNS, feature_matrix, roofline_rows
 from nni_hwaware.jetson.graph import GraphLayers, convnet_onnx, extract_layers
-from nni_hwaware.jetson.models import KnnDistance, RooflineModel, gradient_boosting
+from nni_hwaware.jetson.models import (
+    POWER_MONOTONE,
+    TIME_SHARES,
+    EnergyFromPower,
+    KnnDistance,
+    gradient_boosting,
+)
+from nni_hwaware.jetson.prior import PriorAveragedRoofline, prior_sensitivity, reference_errors
 
 TARGETS = ("latency_ms", "energy_mj")
 METHODS = ("roofline", "gbm", "hybrid")
@@ -47,7 +55,8 @@ INTERVAL_QUANTILES = (0.05, 0.95)
 OOD_QUANTILE = 0.99
 KNN_K = 5
 FAMILY_FOLDS = 5
-ARTIFACT_VERSION = 2
+ARTIFACT_VERSION = 3
+POWER_FILE = "power_w.skops"
 
 
 def _progress(msg: str) -> None:
@@ -72,32 +81,40 @@ def mape(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 class HybridFit:
-    """Roofline + gradient-boosted log-residual correction, fitted together (one target).
+    """Base models of both targets plus gradient-boosted log-residual corrections, fitted together.
 
     Parameters
     ----------
-    roofline_params
-        :class:`RooflineModel` parameters (the calibrated transfer constants).
+    prior
+        Prior of the latency roofline's transfer constants (default
+        :data:`~nni_hwaware.jetson.prior.TRANSFER_PRIOR`).
     gbm_iters, seed
-        Boosting iterations and random seed of the gradient-boosting models.
+        Boosting iterations and random seed of the gradient-boosting models (power model included).
     """
 
-    def __init__(self, roofline_params: dict[str, Any], gbm_iters: int = 300, seed: int = 0) -> None:
-        self.roofline_params = roofline_params
+    def __init__(self, prior: dict[str, Any] | None = None, gbm_iters: int = 300, seed: int = 0) -> None:
+        self.prior = prior
         self.gbm_iters = gbm_iters
         self.seed = seed
 
-    def fit(self, R: np.ndarray, F: np.ndarray, y: np.ndarray) -> HybridFit:
-        self.roofline_ = RooflineModel(**self.roofline_params).fit(R, y)
-        base = self.roofline_.predict(R)
-        self.residual_ = gradient_boosting(self.seed, self.gbm_iters).fit(F, np.log(y / base))
-        self.gbm_ = gradient_boosting(self.seed, self.gbm_iters).fit(F, np.log(y))
+    def fit(self, R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray]) -> HybridFit:
+        self.latency_ = PriorAveragedRoofline(self.prior).fit(R, Y["latency_ms"])
+        self.energy_ = EnergyFromPower(self.gbm_iters, self.seed).fit(
+            R, Y["energy_mj"], latency_model=self.latency_, latency_ms=Y["latency_ms"])
+        base = self.base(R)
+        self.residual_ = {t: gradient_boosting(self.seed, self.gbm_iters).fit(F, np.log(Y[t] / base[t]))
+                          for t in TARGETS}
+        self.gbm_ = {t: gradient_boosting(self.seed, self.gbm_iters).fit(F, np.log(Y[t])) for t in TARGETS}
         return self
 
-    def predict(self, R: np.ndarray, F: np.ndarray) -> dict[str, np.ndarray]:
-        base = self.roofline_.predict(R)
-        return {"roofline": base, "gbm": np.exp(self.gbm_.predict(F)),
-                "hybrid": base * np.exp(self.residual_.predict(F))}
+    def base(self, R: np.ndarray) -> dict[str, np.ndarray]:
+        """Base-model predictions of both targets."""
+        return {"latency_ms": self.latency_.predict(R), "energy_mj": self.energy_.predict(R)}
+
+    def predict(self, R: np.ndarray, F: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        base = self.base(R)
+        return {t: {"roofline": base[t], "gbm": np.exp(self.gbm_[t].predict(F)),
+                    "hybrid": base[t] * np.exp(self.residual_[t].predict(F))} for t in TARGETS}
 
 
 def splits(models: list[DatasetModel], seed: int = 0) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
@@ -128,8 +145,7 @@ def splits(models: list[DatasetModel], seed: int = 0) -> dict[str, list[tuple[st
 
 
 def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: list[DatasetModel],
-             roofline_params: dict[str, dict[str, Any]], progress: Callable[[str], None] = _progress,
-             gbm_iters: int = 300) -> tuple[dict[str, Any], dict]:
+             progress: Callable[[str], None] = _progress, gbm_iters: int = 300) -> tuple[dict[str, Any], dict]:
     """MAPE of every method on every split; also returns held-out residuals for intervals and OOD calibration."""
     results: dict[str, Any] = {}
     residuals: dict[str, Any] = {"hybrid_random": {}, "roofline_extrapolation": {t: [] for t in TARGETS}}
@@ -141,10 +157,11 @@ def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: lis
         truth: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
         for label, tr, te in folds:
             fold: dict[str, Any] = {"n_train": int(len(tr)), "n_test": int(len(te))}
+            fit = HybridFit(gbm_iters=gbm_iters).fit(R[tr], F[tr], {t: Y[t][tr] for t in TARGETS})
+            all_preds = fit.predict(R[te], F[te])
             for target in TARGETS:
                 y = Y[target]
-                fit = HybridFit(roofline_params[target], gbm_iters).fit(R[tr], F[tr], y[tr])
-                preds = fit.predict(R[te], F[te])
+                preds = all_preds[target]
                 fold[target] = {m: round(mape(preds[m], y[te]), 2) for m in METHODS}
                 for m in METHODS:
                     pooled[target][m].append(preds[m])
@@ -165,21 +182,27 @@ def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: lis
     return results, residuals
 
 
-def calibrate_transfer(R: np.ndarray, Y: dict[str, np.ndarray],
-                       progress: Callable[[str], None] = _progress) -> dict[str, Calibration]:
-    """Choose the roofline transfer constants of both targets on the real-world reference networks."""
+def real_world_check(fit: HybridFit, progress: Callable[[str], None] = _progress) -> dict[str, Any]:
+    """Predict the published real-world networks with the base models (a test: nothing is fitted on them).
+
+    Returns per-target errors (:func:`~nni_hwaware.jetson.prior.reference_errors`), the log residuals used to
+    widen the out-of-distribution intervals, and the latency MAPE under narrower priors.
+    """
     from nni_hwaware.jetson.zoo import reference_graphs
 
     progress("building the real-world reference networks (224x224) ...")
     names, ref_graphs, ref_latency, ref_energy = reference_graphs()
     R_ref = roofline_rows(ref_graphs)
-    progress(f"calibrating transfer constants on {len(names)} reference networks (leave-one-out) ...")
-    latency = calibrate(latency_candidates(), R, Y["latency_ms"], R_ref, ref_latency, names, progress)
-    energy = calibrate(energy_candidates(latency.params), R, Y["energy_mj"], R_ref, ref_energy, names, progress)
-    for target, cal in (("latency", latency), ("energy", energy)):
-        progress(f"  {target}: {cal.params}; real-world MAPE {cal.mape(False):.1f} % in-sample, "
-                 f"{cal.mape(True):.1f} % leave-one-out")
-    return {"latency_ms": latency, "energy_mj": energy}
+    base = fit.base(R_ref)
+    measured = {"latency_ms": ref_latency, "energy_mj": ref_energy}
+    out: dict[str, Any] = {t: reference_errors(names, measured[t], base[t]) for t in TARGETS}
+    _, power = fit.energy_.predict_parts(R_ref)
+    out["power_w"] = reference_errors(names, ref_energy / ref_latency, power)
+    out["latency_prior_sensitivity"] = prior_sensitivity(fit.latency_, R_ref, ref_latency)
+    out["log_residuals"] = {t: [float(v) for v in np.log(measured[t] / base[t])] for t in TARGETS}
+    for target in TARGETS:
+        progress(f"  real-world {target}: MAPE {out[target]['mape_pct']:.1f} % (not fitted on these networks)")
+    return out
 
 
 def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | None = None,
@@ -222,15 +245,14 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
     graphs = dataset_graphs(models, progress)
     R, F = roofline_rows(graphs), feature_matrix(graphs)
     Y = {"latency_ms": np.array([m.latency_ms for m in models]), "energy_mj": np.array([m.energy_mj for m in models])}
-    calibration = calibrate_transfer(R, Y, progress)
-    roofline_params = {t: calibration[t].params for t in TARGETS}
     metrics: dict[str, Any] = {}
     residuals: dict[str, Any] = {}
     if evaluate_splits:
         progress("held-out evaluation (roofline / gbm / hybrid) ...")
-        metrics, residuals = evaluate(R, F, Y, models, roofline_params, progress, gbm_iters)
+        metrics, residuals = evaluate(R, F, Y, models, progress, gbm_iters)
     progress("fitting on all data ...")
-    final = {t: HybridFit(roofline_params[t], gbm_iters).fit(R, F, Y[t]) for t in TARGETS}
+    final = HybridFit(gbm_iters=gbm_iters).fit(R, F, Y)
+    real_world = real_world_check(final, progress)
     knn = KnnDistance(KNN_K).fit(F)
     if evaluate_splits:
         tr, te = residuals["random_split"]
@@ -243,11 +265,11 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
         if evaluate_splits:
             in_res, ood_res = residuals["hybrid_random"][t], residuals["roofline_extrapolation"][t]
         else:
-            full = final[t].predict(R, F)
+            full = final.predict(R, F)[t]
             in_res = np.log(Y[t] / full["hybrid"])
             ood_res = np.log(Y[t] / full["roofline"])
-        # Outside the data the interval must also cover the real-world leave-one-out misses.
-        real = calibration[t].loo_log_residuals
+        # Outside the data the interval must also cover the real-world networks' errors.
+        real = np.array(real_world["log_residuals"][t])
         intervals[t] = {
             "in_distribution": [float(np.quantile(in_res, q)) for q in INTERVAL_QUANTILES],
             "out_of_distribution": [float(min(np.quantile(ood_res, INTERVAL_QUANTILES[0]), real.min(), -0.1)),
@@ -259,8 +281,10 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
         "version": ARTIFACT_VERSION,
         "device": "NVIDIA Jetson Nano (TensorRT, batch 1, power mode 0)",
         "targets": {"latency_ms": "average_latency(ms)", "energy_mj": "GPU_energy_per_inference (mJ)"},
-        "roofline": {t: final[t].roofline_.to_dict() for t in TARGETS},
-        "transfer_calibration": {t: calibration[t].as_dict() for t in TARGETS},
+        "latency_roofline": final.latency_.to_dict(),
+        "energy_model": {"kind": "latency x power", "power_inputs": TIME_SHARES, "power_monotone": POWER_MONOTONE,
+                         "power_file": POWER_FILE},
+        "real_world_check": real_world,
         "network_features": NETWORK_FEATURES,
         "roofline_columns": ROOFLINE_COLUMNS,
         "ood": {"method": f"mean Euclidean distance to the {KNN_K} nearest training networks in standardised "
@@ -275,10 +299,11 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
     tmp_npz = out / ".arrays.tmp.npz"
     np.savez_compressed(tmp_npz, **arrays)
     tmp_npz.replace(out / "arrays.npz")
-    for t in TARGETS:
-        tmp = out / f".residual_{t}.tmp.skops"
-        sio.dump(final[t].residual_, tmp)
-        tmp.replace(out / f"residual_{t}.skops")
+    for name, regressor in [(POWER_FILE, final.energy_.power_.gbm_),
+                            *((f"residual_{t}.skops", final.residual_[t]) for t in TARGETS)]:
+        tmp = out / f".{name}.tmp"
+        sio.dump(regressor, tmp)
+        tmp.replace(out / name)
     from nni_hwaware.spaces.export import write_atomically
 
     write_atomically(out / "predictor.json", (json.dumps(meta, indent=1) + "\n").encode())
