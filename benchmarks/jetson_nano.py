@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     write_atomically(results / "jetson_nano.json", (json.dumps(out, indent=1) + "\n").encode())
 
     print("Held-out dataset splits, MAPE % (pooled over folds)")
-    print(f"{'split':<30}{'target':<12}{'roofline':>10}{'gbm':>8}{'hybrid':>8}")
+    print(f"{'split':<30}{'target':<12}{'base':>10}{'gbm':>8}{'hybrid':>8}")
     for split, res in card["metrics_held_out_mape_pct"].items():
         for target, v in res["pooled"].items():
             print(f"{split:<30}{target:<12}{v['roofline']:>10.2f}{v['gbm']:>8.2f}{v['hybrid']:>8.2f}")

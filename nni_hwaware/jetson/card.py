@@ -136,7 +136,7 @@ def render_readme(card: dict[str, Any]) -> str:
               "quantile on held-out rows); any layer structure absent from the data (pooling, residual add, "
               "strided conv, ...) also makes a network out of distribution.", "",
               "## Held-out MAPE (%)", "",
-              "| split | target | roofline | gbm (published approach) | hybrid |", "| --- | --- | --- | --- | --- |"]
+              "| split | target | base (roofline; energy = its latency x power) | gbm (published approach) | hybrid |", "| --- | --- | --- | --- | --- |"]
     for split, res in card["metrics_held_out_mape_pct"].items():
         for target, row in res.get("pooled", {}).items():
             lines.append(f"| {split} | {target} | {row['roofline']} | {row['gbm']} | {row['hybrid']} |")
