@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware.jetson.models import RooflineModel
+from nni_hwaware.metrics import mape
 
 # Plausible values of each constant, uniform and independent. Memory traffic: 39 ms/GB is the Jetson Nano's
 # LPDDR4 peak of 25.6 GB/s, the fastest it can be; the dataset's tegrastats EMC readings show at least 65 % of
@@ -129,10 +130,10 @@ class PriorAveragedRoofline:
 def reference_errors(names: Sequence[str], measured: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     """Per-network and mean errors of predictions of the real-world reference networks."""
     measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
-    ape = np.abs(predicted / measured - 1)
     return {"rows": [{"model": n, "measured": float(m), "predicted": float(p), "error_pct": round(100 * (p / m - 1), 2)}
                      for n, m, p in zip(names, measured, predicted)],
-            "mape_pct": round(float(ape.mean()) * 100, 2), "median_ape_pct": round(float(np.median(ape)) * 100, 2)}
+            "mape_pct": round(mape(measured, predicted), 2),
+            "median_ape_pct": round(float(np.median(np.abs(predicted / measured - 1))) * 100, 2)}
 
 
 def sub_priors(prior: dict[str, Sequence[Any]] | None = None) -> dict[str, dict[str, Sequence[Any]]]:
@@ -158,13 +159,10 @@ def prior_sensitivity(model: PriorAveragedRoofline, R_ref: np.ndarray, y_ref: np
     list of dict
         ``{"prior": name, "candidates": n, "mape_pct": ...}``, the full prior first.
     """
-    y_ref = np.asarray(y_ref, float)
-
-    def mape(m: Any) -> float:
-        return round(float(np.mean(np.abs(m.predict(R_ref) / y_ref - 1))) * 100, 2)
-
-    rows = [{"prior": "full", "candidates": len(model.candidates_), "mape_pct": mape(model)}]
+    rows = [{"prior": "full", "candidates": len(model.candidates_),
+             "mape_pct": round(mape(y_ref, model.predict(R_ref)), 2)}]
     for name, narrower in sub_priors(model.prior).items():
         keep = np.array([all(c[k] in narrower[k] for k in narrower) for c in model.candidates_])
-        rows.append({"prior": name, "candidates": int(keep.sum()), "mape_pct": mape(model.subset(keep))})
+        rows.append({"prior": name, "candidates": int(keep.sum()),
+                     "mape_pct": round(mape(y_ref, model.subset(keep).predict(R_ref)), 2)})
     return rows
