@@ -1,4 +1,8 @@
-"""The one exception type the command line turns into a one-line message and a non-zero exit."""
+"""The exceptions the command line turns into a one-line message and a non-zero exit.
+
+Everything a user can fix is a :class:`HwAwareError`; the subclasses say which kind of thing is wrong, so
+library callers can catch one kind (a bad parameter is also a ``ValueError``).
+"""
 
 
 class HwAwareError(Exception):
@@ -6,3 +10,11 @@ class HwAwareError(Exception):
 
     The CLI prints ``error: <message>`` and exits with status 2; it never shows a traceback for it.
     """
+
+
+class ArtifactError(HwAwareError):
+    """A predictor folder or other saved artifact that is missing, corrupt, of another kind, or unsafe to load."""
+
+
+class ParameterError(HwAwareError, ValueError):
+    """A parameter out of its range or of the wrong type (a seed, a count, an input size, a width multiplier)."""

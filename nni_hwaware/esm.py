@@ -29,14 +29,16 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware import metrics
+from nni_hwaware.artifacts import read_json_object, require_keys
 from nni_hwaware.encode import ENCODINGS, Encoder
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import ArtifactError, HwAwareError
 from nni_hwaware.spaces.sampling import sample_architectures, sample_per_bin
 from nni_hwaware.spaces.schema import Architecture, SearchSpace, load_space
 from nni_hwaware.surrogate import SURROGATES, load_surrogate, make_surrogate, save_surrogate
 
 MeasureFn = Callable[[Sequence[Architecture]], np.ndarray]
 PREDICTOR_FILE = "predictor.json"
+_REQUIRED_KEYS = ("space", "space_fingerprint", "encoding", "encoding_length", "input_size", "surrogate_file")
 EVAL_STRATEGIES = ("bin-wise", "overall")
 
 
@@ -145,6 +147,8 @@ class ESMPredictor:
         X = self.encoder.encode(archs, validate=validate)
         mean = self.model.predict(X)
         lo, hi = self.model.predict_interval(X)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ArtifactError("the ESM predictor returned a non-finite latency (corrupt weights?); rebuild it")
         return {"latency_ms": mean, "latency_low_ms": lo, "latency_high_ms": hi}
 
     def check_compatible(self, space: SearchSpace, input_size: int | None = None) -> None:
@@ -169,32 +173,30 @@ class ESMPredictor:
 
     @classmethod
     def load(cls, folder: str | Path) -> ESMPredictor:
-        """Load a predictor directory written by :meth:`save`."""
+        """Load a predictor directory written by :meth:`save` (no code in it executes)."""
         folder = Path(folder)
         meta_path = folder / PREDICTOR_FILE
         if not meta_path.is_file():
-            raise HwAwareError(f"{folder} is not a predictor directory (no {PREDICTOR_FILE}); build one first")
-        try:
-            info = json.loads(meta_path.read_text())
-            kind = info.get("kind")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise HwAwareError(f"{meta_path} is corrupt or truncated; rebuild the predictor") from None
-        if kind != "esm":
-            raise HwAwareError(f"{folder} holds a {kind!r} predictor, not an ESM predictor of a search space")
-        try:
-            space = load_space(info["space"])
-            encoder = Encoder(space, info["encoding"])
-            model = load_surrogate(folder, info["surrogate_file"])
-        except KeyError as exc:
-            raise HwAwareError(f"{meta_path} lacks {exc}; rebuild the predictor") from None
-        predictor = cls(space, encoder, model, info)
+            raise ArtifactError(f"{folder} is not a predictor directory (no {PREDICTOR_FILE}); build one first")
+        info = read_json_object(meta_path, "rebuild the predictor")
+        if info.get("kind") != "esm":
+            raise ArtifactError(f"{folder} holds a {info.get('kind')!r} predictor, not an ESM predictor of a "
+                                "search space")
+        require_keys(info, _REQUIRED_KEYS, meta_path)
+        if (not isinstance(info["surrogate_file"], dict) or not isinstance(info["input_size"], int)
+                or not isinstance(info["space"], str) or info["encoding"] not in ENCODINGS):
+            raise ArtifactError(f"{meta_path} has a malformed space, encoding, input_size or surrogate_file; "
+                                "rebuild the predictor")
+        space = load_space(info["space"])
         if space_fingerprint(space) != info.get("space_fingerprint"):
-            raise HwAwareError(
+            raise ArtifactError(
                 f"space {space.name!r} changed since the predictor in {folder} was built; rebuild the predictor"
             )
+        encoder = Encoder(space, info["encoding"])
         if encoder.length != info.get("encoding_length"):
-            raise HwAwareError(f"predictor in {folder} does not match its space's encoding; rebuild it")
-        return predictor
+            raise ArtifactError(f"predictor in {folder} does not match its space's encoding; rebuild it")
+        model = load_surrogate(folder, info["surrogate_file"], encoder.length)
+        return cls(space, encoder, model, info)
 
 
 def _json_default(obj: Any) -> Any:

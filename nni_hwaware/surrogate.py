@@ -37,7 +37,8 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import LinearRegression
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.artifacts import load_skops, safe_member
+from nni_hwaware.errors import ArtifactError, HwAwareError
 
 SURROGATES = ("mlp", "gb", "rf", "linear")
 _Z90 = 1.6449  # two-sided 90 % normal quantile
@@ -269,9 +270,6 @@ def make_surrogate(kind: str, **params: Any) -> MLPSurrogate | SklearnSurrogate:
 
 
 # ------------------------------------------------------------------------------------- persistence
-_SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "nni_hwaware.surrogate.")
-
-
 def save_surrogate(model: MLPSurrogate | SklearnSurrogate, folder: Path) -> dict[str, Any]:
     """Write a fitted surrogate into ``folder``; returns the JSON description to keep in the predictor card."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,36 +297,59 @@ def save_surrogate(model: MLPSurrogate | SklearnSurrogate, folder: Path) -> dict
     return {"type": "sklearn", "params": model.get_params(), "file": "surrogate.skops"}
 
 
-def load_surrogate(folder: Path, meta: dict[str, Any]) -> MLPSurrogate | SklearnSurrogate:
-    """Load a surrogate written by :func:`save_surrogate` (no code executes on load)."""
-    path = folder / meta["file"]
+def load_surrogate(folder: Path, meta: dict[str, Any], n_features: int) -> MLPSurrogate | SklearnSurrogate:
+    """Load a surrogate written by :func:`save_surrogate` (no code executes on load).
+
+    ``meta`` is the ``surrogate_file`` entry of ``predictor.json``; ``n_features`` the encoding length, which
+    the stored weights must match.
+    """
+    path = safe_member(folder, meta.get("file"))
+    if meta.get("type") == "mlp":
+        return _load_mlp(path, meta, n_features)
+    if meta.get("type") != "sklearn":
+        raise ArtifactError(f"{folder} names a surrogate of type {meta.get('type')!r}; rebuild the predictor")
+    model = load_skops(path)
+    fitted = getattr(model, "model_", None)
+    if not isinstance(model, SklearnSurrogate) or getattr(fitted, "n_features_in_", None) != n_features:
+        raise ArtifactError(f"{path} is not a surrogate for this encoding; rebuild the predictor")
+    return model
+
+
+def _load_mlp(path: Path, meta: dict[str, Any], n_features: int) -> MLPSurrogate:
+    """The MLP ensemble from safetensors, every weight checked against the layer shapes it must have."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
     if not path.is_file():
-        raise HwAwareError(f"predictor file {path} is missing; rebuild the predictor")
+        raise ArtifactError(f"predictor file {path} is missing; rebuild the predictor")
     try:
-        if meta["type"] == "mlp":
-            from safetensors.numpy import load_file
+        tensors = load_file(str(path))
+        model = MLPSurrogate(**meta["params"])
+        model.x_mean_, model.x_scale_ = tensors["x_mean"], tensors["x_scale"]
+        model.y_mean_, model.y_scale_ = float(meta["y_mean"]), float(meta["y_scale"])
+        model.residual_log_q90_ = float(meta["residual_log_q90"])
+        layers, members = int(meta["n_layers_saved"]), int(meta["params"]["n_members"])
+        model.members_ = [[(tensors[f"m{m}.l{i}.w"], tensors[f"m{m}.l{i}.b"]) for i in range(layers)]
+                          for m in range(members)]
+    except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
+        raise ArtifactError(f"predictor file {path} is corrupt or does not match predictor.json "
+                            f"({type(exc).__name__}); rebuild it") from None
+    _check_mlp_shapes(model, n_features, path)
+    return model
 
-            tensors = load_file(str(path))
-            model = MLPSurrogate(**meta["params"])
-            model.x_mean_, model.x_scale_ = tensors["x_mean"], tensors["x_scale"]
-            model.y_mean_, model.y_scale_ = float(meta["y_mean"]), float(meta["y_scale"])
-            model.residual_log_q90_ = float(meta["residual_log_q90"])
-            model.members_ = [
-                [(tensors[f"m{m}.l{i}.w"], tensors[f"m{m}.l{i}.b"]) for i in range(int(meta["n_layers_saved"]))]
-                for m in range(int(meta["params"]["n_members"]))
-            ]
-            return model
-        import skops.io as sio
 
-        untrusted = sio.get_untrusted_types(file=path)
-        unsafe = [t for t in untrusted if not t.startswith(_SKOPS_TRUSTED_PREFIXES)]
-        if unsafe:
-            raise HwAwareError(f"predictor file {path} holds types that are not allowed: {unsafe}")
-        return sio.load(path, trusted=untrusted)
-    except HwAwareError:
-        raise
-    except Exception as exc:  # corrupt or truncated artifact: any reader error means the same to the user
-        raise HwAwareError(f"predictor file {path} is corrupt or truncated ({type(exc).__name__}); rebuild it") from None
+def _check_mlp_shapes(model: MLPSurrogate, n_features: int, path: Path) -> None:
+    """Each member must map ``n_features`` inputs through consistent layers to one output."""
+    ok = model.x_mean_.shape == (n_features,) and model.x_scale_.shape == (n_features,) and bool(model.members_)
+    for layers in model.members_:
+        width = n_features
+        for w, b in layers:
+            ok = ok and w.ndim == 2 and w.shape[0] == width and b.shape == (w.shape[1],)
+            width = w.shape[1] if w.ndim == 2 else -1
+        ok = ok and width == 1
+    if not ok:
+        raise ArtifactError(f"weights in {path} have the wrong shape for this predictor's encoding "
+                            f"({n_features} features); rebuild the predictor")
 
 
 def describe_params(model: BaseEstimator) -> str:

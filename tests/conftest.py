@@ -39,3 +39,29 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
 @pytest.fixture(scope="session")
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def esm_gb_predictor(tmp_path_factory) -> Path:
+    """A small ESM predictor folder (gradient-boosting surrogate, saved with skops) of ``mobilenetv3`` at 8 px.
+
+    Its latencies are synthetic (a function of the architecture's block count and kernels): this fixture is
+    for loading and input checks, not for accuracy; tests/test_esm_build.py builds one from real measurements.
+    """
+    import numpy as np
+
+    from nni_hwaware.cli.esm import write_predictor_dir
+    from nni_hwaware.esm import ESMConfig, run_esm
+    from nni_hwaware.spaces import load_space
+
+    space = load_space("mobilenetv3")
+
+    def synthetic_latency(archs):
+        return np.array([1.0 + 0.3 * space.total_depth(a)
+                         + 0.01 * sum(b["kernel_size"] for u in a["units"] for b in u["blocks"]) for a in archs])
+
+    config = ESMConfig(initial=24, step=6, max_samples=24, test_size=10, bins=3, surrogate="gb", seed=0)
+    result = run_esm(space, config, synthetic_latency, input_size=8)
+    out = tmp_path_factory.mktemp("esm_gb") / "predictor"
+    write_predictor_dir(result, out)
+    return out

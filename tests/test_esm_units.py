@@ -83,7 +83,7 @@ def test_surrogates_fit_predict_intervals_and_round_trip(kind, tmp_path):
     lo, hi = model.predict_interval(X[200:])
     assert np.all(lo <= pred + 1e-9) and np.all(pred <= hi + 1e-9)
     meta = save_surrogate(model, tmp_path)
-    again = load_surrogate(tmp_path, meta)
+    again = load_surrogate(tmp_path, meta, X.shape[1])
     np.testing.assert_allclose(again.predict(X[200:]), pred, rtol=1e-6)
     assert model.get_params() == again.get_params()
 
@@ -96,4 +96,4 @@ def test_corrupt_surrogate_file_is_a_clear_error(tmp_path):
     path = tmp_path / meta["file"]
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(HwAwareError, match="corrupt or truncated"):
-        load_surrogate(tmp_path, meta)
+        load_surrogate(tmp_path, meta, X.shape[1])

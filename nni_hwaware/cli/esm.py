@@ -6,10 +6,10 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from nni_hwaware.artifacts import check_output_dir, replace_output_dir, staging_dir
 from nni_hwaware.encode import ENCODINGS
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import EVAL_STRATEGIES, ESMConfig, ESMResult
@@ -78,8 +78,7 @@ def _build(args: argparse.Namespace) -> int:
         acc_th=args.acc_th, max_samples=args.max_samples, test_size=args.test_size, seed=args.seed,
     )
     config.check()
-    out = Path(args.out)
-    _check_output_dir(out)
+    out = check_output_dir(args.out, "esm", "--out")
     store = MeasurementStore(args.db)
     measurer = make_measurer(args.backend, threads=args.threads, protocol=Protocol(runs=args.runs), energy="none")
     try:
@@ -97,26 +96,13 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise HwAwareError(f"--out {out} is a file; give a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise HwAwareError(f"cannot write {out}: folder {parent} does not exist")
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".probe-"):
-            pass
-    except OSError as exc:
-        raise HwAwareError(f"cannot write into {parent}: {exc.strerror}; choose a writable --out") from None
-
-
 def write_predictor_dir(result: ESMResult, out: Path, extra: dict[str, Any] | None = None) -> None:
     """Write predictor, model card, plots and the data it was built from; all or nothing."""
     from nni_hwaware import plots
 
     predictor = result.predictor
     predictor.info.update(extra or {})
-    tmp = Path(tempfile.mkdtemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.tmp-"))
+    tmp = staging_dir(out)
     try:
         predictor.save(tmp)
         info = predictor.info
@@ -136,12 +122,10 @@ def write_predictor_dir(result: ESMResult, out: Path, extra: dict[str, Any] | No
                     fh.write(json.dumps({"split": split, "arch": arch, "latency_ms": float(y),
                                          "total_blocks": space.total_depth(arch)}) + "\n")
         (tmp / "MODEL_CARD.md").write_text(model_card(info))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_output_dir(tmp, out, "esm", "--out")
 
 
 def model_card(info: dict[str, Any]) -> str:

@@ -130,6 +130,8 @@ class RooflineModel:
             raise ValueError("roofline columns changed since this predictor was trained; retrain it")
         model = cls(**data["params"])
         model.coef_ = np.asarray(data["coef"], float)
+        if model.coef_.shape != (len(ROOFLINE_COLUMNS),):
+            raise ValueError(f"{len(model.coef_)} roofline coefficients for {len(ROOFLINE_COLUMNS)} columns")
         model.seen_classes_ = list(data["seen_classes"])
         return model
 

@@ -6,15 +6,16 @@ are loaded lazily, only when an in-distribution network needs them.
 
 from __future__ import annotations
 
-import json
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.artifacts import load_skops, read_json_object, require_keys, safe_member
+from nni_hwaware.errors import ArtifactError
 from nni_hwaware.jetson.features import (
     NETWORK_FEATURES,
     ROOFLINE_COLUMNS,
@@ -23,7 +24,7 @@ from nni_hwaware.jetson.features import (
     structure_summary,
 )
 from nni_hwaware.jetson.graph import COMPUTE_KINDS, CONV, DECONV, DWCONV, GCONV, GraphLayers, extract_layers
-from nni_hwaware.jetson.models import EnergyFromPower, KnnDistance
+from nni_hwaware.jetson.models import TIME_SHARES, EnergyFromPower, KnnDistance
 from nni_hwaware.jetson.prior import PriorAveragedRoofline
 from nni_hwaware.paths import data_dir
 
@@ -37,15 +38,12 @@ def default_predictor_dir() -> Path:
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:
-    """``predictor.json`` of a predictor folder, with a clear error when it is missing or broken."""
+    """``predictor.json`` of a predictor folder as an object, with a clear error when it is missing or broken."""
     path = Path(folder) / "predictor.json"
     if not path.is_file():
-        raise HwAwareError(f"{folder} is not a predictor folder (no predictor.json); train one with "
-                           "`nni-hwaware jetson-nano train` or pass predictors/jetson_nano")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise HwAwareError(f"{path} is corrupt or truncated ({exc}); rebuild the predictor") from None
+        raise ArtifactError(f"{folder} is not a predictor folder (no predictor.json); train one with "
+                            "`nni-hwaware jetson-nano train` or pass predictors/jetson_nano")
+    return read_json_object(path, "rebuild the predictor")
 
 
 class JetsonNanoPredictor:
@@ -71,50 +69,65 @@ class JetsonNanoPredictor:
         self.folder = Path(folder) if folder is not None else default_predictor_dir()
         meta = read_metadata(self.folder)
         if meta.get("kind") != "jetson_nano":
-            raise HwAwareError(f"{self.folder} holds a {meta.get('kind')!r} predictor, not jetson_nano")
+            raise ArtifactError(f"{self.folder} holds a {meta.get('kind')!r} predictor, not jetson_nano")
         if meta.get("network_features") != NETWORK_FEATURES or meta.get("roofline_columns") != ROOFLINE_COLUMNS:
-            raise HwAwareError(f"{self.folder} was trained with other features than this version uses; retrain it")
+            raise ArtifactError(f"{self.folder} was trained with other features than this version uses; retrain it")
         self.meta = meta
         try:
             if meta.get("version") != ARTIFACT_VERSION:
                 raise ValueError(meta.get("version"))
             latency = PriorAveragedRoofline.from_dict(meta["latency_roofline"])
-        except (KeyError, TypeError, ValueError):
-            raise HwAwareError(f"{self.folder} holds a predictor of an older version; retrain it with "
-                               "`nni-hwaware jetson-nano train`") from None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ArtifactError(f"{self.folder} holds a predictor of an older version or a damaged latency "
+                                "model; retrain it with `nni-hwaware jetson-nano train`") from None
+        require_keys(meta, ("energy_model", "ood", "intervals_log_ratio", "gbm_files"), self.folder / "predictor.json")
         self._residual: dict[str, Any] = {}
-        self.base = {"latency_ms": latency,
-                     "energy_mj": EnergyFromPower.from_parts(latency, self._load_skops(meta["energy_model"]["power_file"]))}
+        energy = meta["energy_model"]
+        power = self._load_model(energy.get("power_file") if isinstance(energy, dict) else None, len(TIME_SHARES))
+        self.base = {"latency_ms": latency, "energy_mj": EnergyFromPower.from_parts(latency, power)}
         try:
-            with np.load(self.folder / "arrays.npz", allow_pickle=False) as arrays:
+            with np.load(safe_member(self.folder, "arrays.npz"), allow_pickle=False) as arrays:
                 self.knn = KnnDistance.from_arrays(arrays, int(meta["ood"]["k"]))
-        except (OSError, ValueError, KeyError) as exc:
-            raise HwAwareError(f"cannot read {self.folder / 'arrays.npz'} ({exc}); retrain the predictor") from None
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise ArtifactError(f"cannot read {self.folder / 'arrays.npz'} ({type(exc).__name__}); retrain the "
+                                "predictor") from None
+        self._check_shapes()
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> JetsonNanoPredictor:
         """Load a predictor folder (default: the shipped one)."""
         return cls(folder)
 
-    def _load_skops(self, name: str) -> Any:
-        """A scikit-learn regressor saved with skops, refusing any type outside sklearn/numpy/builtins."""
-        import skops.io as sio
+    def _load_model(self, name: Any, n_features: int) -> Any:
+        """A gradient-boosting regressor saved with skops (exact allow-list), fitted on ``n_features`` inputs."""
+        path = safe_member(self.folder, name)
+        model = load_skops(path)
+        if getattr(model, "n_features_in_", None) != n_features or not hasattr(model, "predict"):
+            raise ArtifactError(f"{path} is not a model of this predictor's {n_features} features; retrain it")
+        return model
 
-        path = self.folder / name
+    def _check_shapes(self) -> None:
+        """Weights of the wrong shape (an edited ``arrays.npz`` or ``predictor.json``) fail here, not later."""
+        n = len(NETWORK_FEATURES)
+        knn = self.knn
         try:
-            untrusted = sio.get_untrusted_types(file=path)
-            allowed = [t for t in untrusted if t.startswith(("sklearn.", "numpy.", "builtins."))]
-            if len(allowed) != len(untrusted):
-                raise HwAwareError(f"{path} holds unexpected types {sorted(set(untrusted) - set(allowed))}")
-            return sio.load(path, trusted=allowed)
-        except HwAwareError:
-            raise
-        except Exception as exc:
-            raise HwAwareError(f"cannot load {path} ({type(exc).__name__}); retrain the predictor") from None
+            shapes_ok = (knn.train_.ndim == 2 and knn.train_.shape[1] == n and knn.mean_.shape == (n,)
+                         and knn.scale_.shape == (n,) and len(knn.train_) >= knn.k >= 1)
+            for target in TARGETS:
+                for side in ("in_distribution", "out_of_distribution"):
+                    lo, hi = self.meta["intervals_log_ratio"][target][side]
+                    shapes_ok = shapes_ok and math.isfinite(float(lo)) and math.isfinite(float(hi))
+            shapes_ok = shapes_ok and math.isfinite(float(self.meta["ood"]["threshold"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            shapes_ok = False
+        if not shapes_ok:
+            raise ArtifactError(f"{self.folder} holds arrays or intervals of the wrong shape; retrain the predictor")
 
     def _residual_model(self, target: str) -> Any:
         if target not in self._residual:
-            self._residual[target] = self._load_skops(self.meta["gbm_files"][target])
+            files = self.meta["gbm_files"]
+            name = files.get(target) if isinstance(files, dict) else None
+            self._residual[target] = self._load_model(name, len(NETWORK_FEATURES))
         return self._residual[target]
 
     # ------------------------------------------------------------------------------------------ predict
@@ -150,6 +163,9 @@ class JetsonNanoPredictor:
             if in_distribution:
                 value = base * math.exp(float(self._residual_model(target).predict(F)[0]))
             lo, hi = quantiles[target]["in_distribution" if in_distribution else "out_of_distribution"]
+            if not (math.isfinite(value) and value > 0):
+                raise ArtifactError(f"{self.folder} predicted a {target} of {value} (corrupt weights?); retrain "
+                                    "the predictor")
             result[target] = value
             result[f"{target}_roofline"] = base
             result[f"{target.split('_')[0]}_interval"] = [value * math.exp(lo), value * math.exp(hi)]

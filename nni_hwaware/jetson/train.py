@@ -28,6 +28,7 @@ Splits:
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from nni_hwaware.artifacts import check_output_dir, replace_output_dir, staging_dir
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.jetson.dataset import DatasetModel, load_dataset
 from nni_hwaware.jetson.features import NETWORK_FEATURES, ROOFLINE_COLUMNS, feature_matrix, roofline_rows
@@ -205,6 +207,17 @@ def real_world_check(fit: HybridFit, progress: Callable[[str], None] = _progress
     return out
 
 
+def _write_artifacts(folder: Path, meta: dict[str, Any], knn: KnnDistance, final: HybridFit) -> None:
+    """The predictor's files (no pickles): ``arrays.npz``, the skops models and ``predictor.json``."""
+    import skops.io as sio
+
+    np.savez_compressed(folder / "arrays.npz", **{k: np.asarray(v) for k, v in knn.arrays().items()})
+    for name, regressor in [(POWER_FILE, final.energy_.power_.gbm_),
+                            *((f"residual_{t}.skops", final.residual_[t]) for t in TARGETS)]:
+        sio.dump(regressor, folder / name)
+    (folder / "predictor.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | None = None,
           gbm_iters: int = 300, evaluate_splits: bool = True,
           progress: Callable[[str], None] = _progress) -> dict[str, Any]:
@@ -228,11 +241,9 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
     dict
         The model card.
     """
-    import skops.io as sio
-
     from nni_hwaware.jetson.card import write_model_card
 
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "jetson_nano", "out_dir")
     t0 = time.time()
     progress(f"loading {data_dir} ...")
     models, report = load_dataset(data_dir, limit_per_stage=limit_per_stage)
@@ -275,7 +286,6 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
             "out_of_distribution": [float(min(np.quantile(ood_res, INTERVAL_QUANTILES[0]), real.min(), -0.1)),
                                     float(max(np.quantile(ood_res, INTERVAL_QUANTILES[1]), real.max(), 0.1))],
         }
-    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "kind": "jetson_nano",
         "version": ARTIFACT_VERSION,
@@ -295,18 +305,13 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
         "gbm_files": {t: f"residual_{t}.skops" for t in TARGETS},
         "training": {"models": report.models, "limit_per_stage": limit_per_stage, "gbm_iters": gbm_iters},
     }
-    arrays = {k: np.asarray(v) for k, v in knn.arrays().items()}
-    tmp_npz = out / ".arrays.tmp.npz"
-    np.savez_compressed(tmp_npz, **arrays)
-    tmp_npz.replace(out / "arrays.npz")
-    for name, regressor in [(POWER_FILE, final.energy_.power_.gbm_),
-                            *((f"residual_{t}.skops", final.residual_[t]) for t in TARGETS)]:
-        tmp = out / f".{name}.tmp"
-        sio.dump(regressor, tmp)
-        tmp.replace(out / name)
-    from nni_hwaware.spaces.export import write_atomically
-
-    write_atomically(out / "predictor.json", (json.dumps(meta, indent=1) + "\n").encode())
-    card = write_model_card(out, meta, report.as_dict(), metrics, elapsed_s=time.time() - t0)
+    staged = staging_dir(out)
+    try:
+        _write_artifacts(staged, meta, knn, final)
+        card = write_model_card(staged, meta, report.as_dict(), metrics, elapsed_s=time.time() - t0)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    replace_output_dir(staged, out, "jetson_nano", "out_dir")
     progress(f"wrote {out} in {time.time() - t0:.0f} s")
     return card

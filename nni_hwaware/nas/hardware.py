@@ -13,12 +13,12 @@ Every estimate is a :class:`HardwareEstimate`; its ``source`` says where the num
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nni_hwaware.artifacts import read_json_object
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.paths import data_dir
 from nni_hwaware.spaces.schema import Architecture, SearchSpace, load_space
@@ -48,6 +48,20 @@ class HardwareEstimate:
     energy_source: str | None = None
     predictor: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        """Refuse NaN or infinite numbers: a NaN compares false with every limit and would pass any budget."""
+        import math
+
+        numbers = {"latency_ms": [self.latency_ms, *self.latency_interval]}
+        if self.energy_mj is not None:
+            numbers["energy_mj"] = [self.energy_mj, *(self.energy_interval or ())]
+        for metric, values in numbers.items():
+            if not all(math.isfinite(v) for v in values):
+                raise HwAwareError(
+                    f"the {self.predictor or 'hardware'} predictor returned a non-finite {metric} "
+                    f"({', '.join(map(str, values))}) for architecture {self.arch_hash or '?'}: its weights are "
+                    "corrupt or it is broken; rebuild or retrain it")
 
     def value(self, metric: str) -> float | None:
         """``latency_ms`` or ``energy_mj``."""
@@ -87,30 +101,37 @@ def resolve_predictor_dir(predictor: str | Path) -> Path:
 def nn_meter_folder(predictor: Any) -> Path | None:
     """The nn-Meter predictor folder ``predictor`` names (``fusion_rules.json`` in it or in ``predictor/``).
 
-    Relative paths are tried against the working directory, then the repository root, as for our folders.
+    Relative paths are tried against the working directory, then the repository root, as for our folders. A
+    folder with a ``predictor.json`` declares a kind of ours and is never an nn-Meter folder.
     """
     if not isinstance(predictor, (str, Path)):
         return None
     given = Path(predictor).expanduser()
     candidates = [given] if given.is_absolute() else [given, data_dir("predictors").parent / given]
     for path in candidates:
+        if (path / "predictor.json").exists():
+            return None
         if (path / "fusion_rules.json").is_file() or (path / "predictor" / "fusion_rules.json").is_file():
             return path
     return None
 
 
-def as_hardware_predictor(predictor: Any, space: str | SearchSpace, input_size: int | None = None) -> Any:
+def as_hardware_predictor(predictor: Any, space: str | SearchSpace, input_size: int | None = None, *,
+                          trust_pickles: bool = False) -> Any:
     """Anything with ``estimate(arch)`` as is; an nn-Meter folder as an nn-Meter estimator; else ours.
 
     This is how the profiler, the filter, the tuner and the trials take nn-Meter's predictors beside ours.
+    nn-Meter folders hold pickles and load only with ``trust_pickles=True``.
     """
     if hasattr(predictor, "estimate"):
         return predictor
+    if not isinstance(predictor, (str, Path)):
+        raise HwAwareError(f"predictor must be a folder path or a shipped predictor's name, got {predictor!r}")
     folder = nn_meter_folder(predictor)
     if folder is not None:
         from nni_hwaware.nnmeter.predictor import NnMeterEstimator
 
-        return NnMeterEstimator(folder, space, input_size)
+        return NnMeterEstimator(folder, space, input_size, trust_pickles=trust_pickles)
     return HardwarePredictor(predictor, space, input_size)
 
 
@@ -129,10 +150,7 @@ def sibling_path(predictor: str | Path, folder: Path, path: str | Path) -> Path:
 
 def predictor_kind(folder: Path) -> str:
     """The ``kind`` recorded in a predictor folder's ``predictor.json``."""
-    try:
-        kind = json.loads((folder / "predictor.json").read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        raise HwAwareError(f"{folder / 'predictor.json'} is corrupt or truncated; rebuild the predictor") from None
+    kind = read_json_object(folder / "predictor.json", "rebuild the predictor").get("kind")
     if kind not in PREDICTOR_KINDS:
         raise HwAwareError(f"{folder} holds a {kind!r} predictor; expected one of {', '.join(PREDICTOR_KINDS)}")
     return str(kind)

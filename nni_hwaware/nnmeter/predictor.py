@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import ArtifactError, HwAwareError
 from nni_hwaware.spaces.schema import Architecture, SearchSpace
 
 
@@ -66,8 +66,35 @@ def official_kernel_list(name: str) -> list[str]:
     return list(entries[-1]["kernel_predictors"])
 
 
-def load_nn_meter_predictor(path: str | Path, name: str | None = None) -> Any:
+PICKLE_OPT_IN = ("nn-Meter predictors are pickle files, which run code when loaded; load only folders you built "
+                 "or trust, and opt in: --trust-pickles on the command line, trust_pickles=True in Python, "
+                 "trust_nn_meter_pickles: true in an experiment's tuner classArgs")
+
+
+def check_nn_meter_folder(path: str | Path, *, trust_pickles: bool) -> Path:
+    """The folder of ``<kernel>.pkl`` files, refused unless pickles are trusted and no other kind is declared.
+
+    A folder (or the build folder above it) whose ``predictor.json`` declares a predictor kind of ours is never
+    loaded as nn-Meter's, opt-in or not: its files are not meant to be unpickled.
+    """
+    from nni_hwaware.artifacts import declared_kind
+
+    folder = _predictor_folder(path)
+    for candidate in (Path(path), folder, folder.parent if folder != Path(path) else folder):
+        kind = declared_kind(candidate)
+        if kind is not None or (candidate / "predictor.json").exists():
+            raise ArtifactError(f"{candidate} declares a {kind!r} predictor (predictor.json); it is not loaded as "
+                                "an nn-Meter predictor")
+    if not trust_pickles:
+        raise ArtifactError(f"refusing to load {folder}: {PICKLE_OPT_IN}")
+    return folder
+
+
+def load_nn_meter_predictor(path: str | Path, name: str | None = None, *, trust_pickles: bool = False) -> Any:
     """An ``nnMeterPredictor`` from a local folder, through nn-Meter's API, with no download.
+
+    nn-Meter's kernel regressors are pickles: they load only with ``trust_pickles=True``, and never from a
+    folder that declares another predictor kind (:func:`check_nn_meter_folder`).
 
     Parameters
     ----------
@@ -75,14 +102,13 @@ def load_nn_meter_predictor(path: str | Path, name: str | None = None) -> Any:
         Folder of ``<kernel>.pkl`` files and ``fusion_rules.json`` (or a ``nn-meter build`` output folder).
     name
         Official nn-Meter predictor name (e.g. ``cortexA76cpu_tflite21``) whose kernel list is checked.
+    trust_pickles
+        Load the pickles (they can run code): only for folders you built or trust.
 
     Examples
     --------
-    >>> predictor = load_nn_meter_predictor("runs/nn-meter-cpu")  # doctest: +SKIP
+    >>> predictor = load_nn_meter_predictor("runs/nn-meter-cpu", trust_pickles=True)  # doctest: +SKIP
     """
-    from nn_meter import nnMeterPredictor
-    from nn_meter.predictor.utils import loading_customized_predictor
-
     folder = _predictor_folder(path)
     if not folder.is_dir():
         raise HwAwareError(f"nn-Meter predictor folder {folder} does not exist; build one with "
@@ -105,6 +131,10 @@ def load_nn_meter_predictor(path: str | Path, name: str | None = None) -> Any:
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if not kernels:
         raise HwAwareError(f"nn-Meter predictor folder {folder} holds no <kernel>.pkl files")
+    check_nn_meter_folder(path, trust_pickles=trust_pickles)
+    from nn_meter import nnMeterPredictor
+    from nn_meter.predictor.utils import loading_customized_predictor
+
     predictors, fusion_rules = loading_customized_predictor(
         {"name": name or folder.name, "package_location": str(folder), "kernel_predictors": kernels})
     return nnMeterPredictor(predictors, fusion_rules)
@@ -161,10 +191,12 @@ class NnMeterEstimator:
         The search space (name or object).
     input_size
         Input resolution (default: the space's).
+    trust_pickles
+        Load a folder's pickles (see :func:`load_nn_meter_predictor`).
 
     Examples
     --------
-    >>> estimator = NnMeterEstimator("runs/nn-meter-cpu", "resnet", input_size=32)  # doctest: +SKIP
+    >>> estimator = NnMeterEstimator("runs/nn-meter-cpu", "resnet", 32, trust_pickles=True)  # doctest: +SKIP
     >>> estimator.predict(space.default_architecture())  # doctest: +SKIP
     """
 
@@ -172,11 +204,13 @@ class NnMeterEstimator:
     has_energy = False
     kind = "nn-meter"
 
-    def __init__(self, predictor: Any, space: str | SearchSpace, input_size: int | None = None) -> None:
+    def __init__(self, predictor: Any, space: str | SearchSpace, input_size: int | None = None, *,
+                 trust_pickles: bool = False) -> None:
         from nni_hwaware.spaces import load_space
 
-        self.folder = _predictor_folder(predictor) if isinstance(predictor, (str, Path)) else Path(".")
-        self.predictor = load_nn_meter_predictor(predictor) if isinstance(predictor, (str, Path)) else predictor
+        is_folder = isinstance(predictor, (str, Path))
+        self.folder = _predictor_folder(predictor) if is_folder else Path(".")
+        self.predictor = load_nn_meter_predictor(predictor, trust_pickles=trust_pickles) if is_folder else predictor
         self.space = load_space(space) if isinstance(space, str) else space
         self.input_size = self.space.resolve_input_size(input_size)
 
@@ -232,7 +266,8 @@ def build_measurements(folder: str | Path) -> int | None:
 
 def nn_meter_rows(nn_meter_dir: str, space: SearchSpace, test_archs: Sequence[Architecture], test_y: np.ndarray,
                   test_bins: np.ndarray, bins: int, size_px: int, train_archs: Sequence[Architecture] = (),
-                  train_y: np.ndarray | None = None, sizes: Sequence[int] = ()) -> list[dict[str, Any]]:
+                  train_y: np.ndarray | None = None, sizes: Sequence[int] = (), *,
+                  trust_pickles: bool = False) -> list[dict[str, Any]]:
     """The ``compare`` rows of an nn-Meter predictor on the held-out architectures.
 
     The first row is nn-Meter as built. With training architectures, one ``nn-meter-linear`` row per size adds
@@ -242,7 +277,7 @@ def nn_meter_rows(nn_meter_dir: str, space: SearchSpace, test_archs: Sequence[Ar
     from nni_hwaware import metrics
     from nni_hwaware.surrogate import make_surrogate
 
-    estimator = NnMeterEstimator(nn_meter_dir, space, input_size=size_px)
+    estimator = NnMeterEstimator(nn_meter_dir, space, input_size=size_px, trust_pickles=trust_pickles)
     t0 = time.perf_counter()
     explained = [estimator.explain(a) for a in test_archs]
     pred_s = time.perf_counter() - t0
