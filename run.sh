@@ -21,11 +21,20 @@ ensure_venv() {
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return
     fi
-    echo "[setup] installing nni-hwaware[$extras] into $VENV (first run takes a few minutes)" >&2
-    "$VENV/bin/python" -m pip install -q --upgrade "pip>=23" "setuptools>=69,<81" wheel
-    # torch first, pinned: the CPU build on this machine's disk. A plain `torch` would pull a CUDA build.
-    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-    "$VENV/bin/python" -m pip install -q --no-build-isolation -e ".[$extras]"
+    # pip's and setuptools' own notices (an editable install of mapped packages always prints one) go to a log,
+    # shown only when the install fails, so a first run prints just our progress.
+    local log="$VENV/install.log"
+    echo "[setup] installing nni-hwaware[$extras] into $VENV (first run takes a few minutes; log: $log)" >&2
+    if ! {
+        "$VENV/bin/python" -m pip install -q --upgrade "pip>=23" "setuptools>=77,<81" wheel &&
+        # torch first, pinned: the CPU build on this machine's disk. A plain `torch` would pull a CUDA build.
+        "$VENV/bin/python" -m pip install -q "torch==2.13.0" &&
+        "$VENV/bin/python" -m pip install -q --no-build-isolation -e ".[$extras]"
+    } >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "[setup] install failed; the whole log is in $log" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 }
 

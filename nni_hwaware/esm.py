@@ -32,6 +32,7 @@ from nni_hwaware import metrics
 from nni_hwaware.artifacts import read_json_object, require_keys
 from nni_hwaware.encode import ENCODINGS, Encoder
 from nni_hwaware.errors import ArtifactError, HwAwareError
+from nni_hwaware.hardware import HardwareEstimate, HardwarePredictor, PredictorTarget, register_predictor
 from nni_hwaware.spaces.sampling import sample_architectures, sample_per_bin
 from nni_hwaware.spaces.schema import Architecture, SearchSpace, load_space
 from nni_hwaware.surrogate import SURROGATES, load_surrogate, make_surrogate, save_surrogate
@@ -403,36 +404,6 @@ def store_backed_measure(
     return measure
 
 
-def predict_rows(predictor_dir: str | Path, space_name: str, archs: Sequence[Any],
-                 input_size: int | None = None) -> list[dict[str, Any]]:
-    """What ``nni-hwaware predict --predictor DIR --space NAME --arch/--archs`` prints, one dict per architecture.
-
-    The predictor must have been built for ``space_name`` (and ``input_size`` when given); every
-    architecture is validated against the space first, and the first invalid one is reported by position.
-    """
-    predictor = ESMPredictor.load(predictor_dir)
-    space = load_space(space_name)
-    predictor.check_compatible(space, input_size)
-    canonical = []
-    for i, arch in enumerate(archs):
-        try:
-            canonical.append(space.validate(arch))
-        except HwAwareError as exc:
-            raise HwAwareError(f"architecture {i + 1}: {exc}") from None
-    out = predictor.predict(canonical, validate=False)
-    return [
-        {
-            "arch_hash": space.arch_hash(arch),
-            "latency_ms": float(out["latency_ms"][i]),
-            "latency_interval": [float(out["latency_low_ms"][i]), float(out["latency_high_ms"][i])],
-            "space": space.name,
-            "input_size": predictor.input_size,
-            "predictor": "esm",
-        }
-        for i, arch in enumerate(canonical)
-    ]
-
-
 def read_build_data(folder: str | Path, space: SearchSpace) -> dict[str, tuple[list[Architecture], np.ndarray]]:
     """The measured train and held-out sets a predictor was built from (its ``data.jsonl``)."""
     path = Path(folder) / "data.jsonl"
@@ -482,3 +453,60 @@ def refit_predictor(predictor: ESMPredictor, folder: str | Path, extra_archs: Se
                                                   "accuracy": scored["accuracy"]}]
     info = dict(predictor.info, train_size=len(y), metrics=scored, refits=refits)
     return ESMPredictor(predictor.space, predictor.encoder, model, info)
+
+
+@register_predictor("esm")
+class EsmHardwarePredictor(HardwarePredictor):
+    """An ESM predictor folder behind the one hardware-predictor interface (kind ``esm``; latency only).
+
+    It estimates architectures of the one space and input size it was built for, on the device and backend
+    it was measured on, and learns from new measurements of that target (:meth:`refit`).
+
+    Parameters
+    ----------
+    folder
+        A folder written by ``nni-hwaware build`` (or :func:`run_esm` then ``write_predictor_dir``).
+    space, input_size
+        Default: those the predictor was built for; others are refused.
+    """
+
+    refittable = True
+
+    def __init__(self, folder: Path, space: str | SearchSpace | None = None, input_size: int | None = None) -> None:
+        self.model = ESMPredictor.load(folder)
+        space_obj = space if isinstance(space, SearchSpace) else self.model.space if space is None else load_space(space)
+        self.model.check_compatible(space_obj, input_size)
+        super().__init__(folder, space_obj, self.model.input_size)
+
+    @property
+    def target(self) -> PredictorTarget:
+        device = self.model.info.get("device") or {}
+        where = device.get("cpu_model", device.get("accelerator", device.get("host", "unknown device")))
+        protocol = (f"{self.model.info.get('backend', device.get('backend', '?'))}, "
+                    f"{device.get('threads', '?')} thread(s): trimmed mean of timed runs (ESM protocol)")
+        return PredictorTarget(device=str(where), protocol=protocol, space=self.space.name,
+                               input_size=self.input_size)
+
+    def check_measurer(self, measurer: Any) -> None:
+        """Measurements must come from the device and backend the predictor was built on."""
+        from nni_hwaware.store import device_key
+
+        built_on = self.model.info.get("device") or {}
+        if built_on and device_key(built_on) != measurer.device_key:
+            raise HwAwareError(
+                f"the predictor in {self.folder} was built on another device/backend "
+                f"({built_on.get('backend', '?')}, {built_on.get('cpu', built_on.get('host', '?'))}); "
+                "measuring here would mix targets: build a predictor on this machine or pass the same backend "
+                "and threads")
+
+    def _estimate_new(self, archs: Sequence[Architecture], hashes: Sequence[str]) -> list[HardwareEstimate]:
+        out = self.model.predict(archs, validate=False)
+        return [HardwareEstimate(h, float(out["latency_ms"][i]),
+                                 (float(out["latency_low_ms"][i]), float(out["latency_high_ms"][i])), predictor="esm")
+                for i, h in enumerate(hashes)]
+
+    def refit(self, archs: Sequence[Any], latency_ms: Sequence[float]) -> dict[str, Any]:
+        """Refit the surrogate on its build data plus these measurements; later estimates use the refit."""
+        self.model = refit_predictor(self.model, self.folder, archs, latency_ms)
+        self._forget()
+        return dict(self.model.info["refits"][-1])

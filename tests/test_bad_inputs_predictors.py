@@ -130,7 +130,7 @@ JETSON_DAMAGE: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("kind-missing", _edit_meta(_drop("kind")), "small", "predictor"),
     ("kind-number", _edit_meta(_set(("kind",), 3)), "small", "predictor"),
     ("kind-unknown", _edit_meta(_set(("kind",), "tflite")), "small", "tflite"),
-    ("kind-nn-meter", _edit_meta(_set(("kind",), "nn_meter")), "small", "nn_meter"),
+    ("kind-nn-meter", _edit_meta(_set(("kind",), "nn_meter")), "small", "nn-meter"),
     ("version-old", _edit_meta(_set(("version",), 1)), "small", "older version"),
     ("no-roofline", _edit_meta(_drop("latency_roofline")), "small", "older version"),
     ("roofline-list", _edit_meta(_set(("latency_roofline",), [1, 2])), "small", "older version"),
@@ -234,14 +234,16 @@ def _esm_damage() -> list[tuple[str, Callable[[Path], None], str]]:
 
 def _esm_input_rows() -> list[tuple[str, list[str], str]]:
     return [
-        ("no-space", ["--arch", "{}"], "--space"),
+        ("its-own-space-bad-arch", ["--arch", "{}"], "units"),
         ("both-arch-archs", ["--space", "mobilenetv3", "--arch", "{}", "--archs", "a.jsonl"], "exactly one"),
+        ("onnx-and-space", ["--space", "mobilenetv3", "--onnx", "a.onnx"], "not with --onnx"),
+        ("onnx-to-esm", ["--onnx", "a.onnx"], "not arbitrary onnx"),
         ("other-space", ["--space", "resnet", "--arch", "{}"], "built for space"),
         ("other-input-size", ["--space", "mobilenetv3", "--input-size", "32", "--arch", "{}"], "input size"),
         ("arch-not-json", ["--space", "mobilenetv3", "--arch", "{units"], "json"),
         ("archs-missing", ["--space", "mobilenetv3", "--archs", "none.jsonl"], "none.jsonl"),
         ("archs-empty", ["--space", "mobilenetv3", "--archs", "empty.jsonl"], "no architecture"),
-        ("archs-bad-line", ["--space", "mobilenetv3", "--archs", "bad.jsonl"], "architecture 2"),
+        ("archs-bad-line", ["--space", "mobilenetv3", "--archs", "bad.jsonl"], "line 2"),
     ]
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from nni_hwaware.jetson.graph import module_to_onnx
 from nni_hwaware.jetson.predictor import JetsonNanoPredictor, default_predictor_dir
+from nni_hwaware.spaces import load_space
 
 KEYS = {"latency_ms", "energy_mj", "latency_interval", "energy_interval", "in_distribution", "macs", "params",
         "ood_score", "unknown_ops", "warnings"}
@@ -127,3 +128,19 @@ def test_cli_predictor_of_an_older_version(tmp_path, cli):
     proc = cli("predict", "--predictor", str(old), "--onnx", str(onnx_path), "--json")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and "older version" in proc.stderr and "retrain" in proc.stderr
+
+
+def test_every_predictor_takes_an_architecture_of_a_space(cli):
+    """The Jetson Nano predictor reads any CNN, so it predicts any space's architectures (issue: it said
+    "this predictor needs --onnx FILE")."""
+    arch = json.dumps({"global": {"layer_type": "dws", "filters": 224},
+                       "units": [{"depth": 1, "blocks": [{"kernel_size": 7, "padding": 1}]}]})
+    proc = cli("predict", "--predictor", "predictors/jetson_nano", "--space", "convnet", "--arch", arch,
+               "--input-size", "50", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert row["space"] == "convnet" and row["input_size"] == 50 and row["predictor"] == "jetson_nano"
+    assert row["latency_ms"] > 0 and row["energy_mj"] > 0 and row["latency_interval"][0] <= row["latency_ms"]
+    other = cli("predict", "--space", "resnet", "--input-size", "32", "--arch",
+                json.dumps(load_space("resnet").default_architecture()))
+    assert other.returncode == 0 and "latency" in other.stdout and "energy" in other.stdout, other.stderr

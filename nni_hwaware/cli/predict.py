@@ -1,8 +1,9 @@
-"""``nni-hwaware predict``: latency/energy of a model from a trained predictor folder.
+"""``nni-hwaware predict``: latency/energy of architectures or ONNX models from any predictor folder.
 
-The predictor folder's ``predictor.json`` names its ``kind``; this command dispatches on it, so other
-predictor kinds (e.g. search-space ESM predictors taking ``--space NAME --arch JSON``) plug in by adding an
-entry to :data:`_HANDLERS`.
+Every predictor kind goes through the one interface (:mod:`nni_hwaware.hardware`): ``--space NAME --arch JSON``
+(or ``--archs FILE.jsonl``) works with every predictor that can build the space's architectures (an ESM
+predictor of that space, the Jetson Nano predictor for any space, nn-Meter's); ``--onnx FILE`` with those that
+read any graph (Jetson Nano, nn-Meter).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from nni_hwaware.errors import HwAwareError
@@ -18,17 +18,21 @@ from nni_hwaware.errors import HwAwareError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``predict`` command."""
-    p = subparsers.add_parser("predict", help="predict latency/energy with a trained predictor")
-    p.add_argument("--predictor", default=None,
+    p = subparsers.add_parser("predict", help="predict latency/energy with a predictor folder")
+    p.add_argument("--predictor", default="jetson_nano",
                    help="predictor folder (default: the shipped predictors/jetson_nano)")
+    p.add_argument("--kind", default=None,
+                   help="the folder's kind when it declares none (nn-Meter's own predictor files: nn_meter)")
+    p.add_argument("--trust-pickles", action="store_true",
+                   help="allow loading nn-Meter's pickled predictors (they can run code: only folders you trust)")
     p.add_argument("--onnx", metavar="FILE", help="ONNX model (external weights need not exist)")
     p.add_argument("--input-shape", default=None, help="input shape, e.g. 1,3,224,224 (if the model's is symbolic)")
-    p.add_argument("--space", default=None, help="search space of an ESM predictor")
-    p.add_argument("--arch", default=None, help="one architecture JSON (or @FILE) for an ESM predictor")
+    p.add_argument("--space", default=None,
+                   help="search space of the architectures (default for an ESM predictor: the one it was built for)")
+    p.add_argument("--arch", default=None, help="one architecture JSON (or @FILE)")
     p.add_argument("--archs", default=None, metavar="FILE.jsonl", help="architectures, one JSON per line")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="input size the architectures are meant for (checked against the ESM predictor)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--input-size", type=int, default=None, help="input size of the architectures")
+    p.add_argument("--json", action="store_true", help="print one JSON object per estimate")
     p.set_defaults(func=_predict)
 
 
@@ -44,63 +48,61 @@ def _parse_shape(text: str | None) -> list[int] | None:
     return shape
 
 
-def _predict_jetson(args: argparse.Namespace, folder: Any) -> list[dict[str, Any]]:
-    from nni_hwaware.jetson.predictor import JetsonNanoPredictor
+def _architectures(args: argparse.Namespace, space: Any) -> list[Any]:
+    """The canonical architectures of ``--arch`` or ``--archs`` (each validated; a bad one named by position)."""
+    from nni_hwaware.spaces.archjson import read_architecture_argument, read_architecture_lines
 
-    if not args.onnx:
-        raise HwAwareError("this predictor needs --onnx FILE")
-    return [JetsonNanoPredictor.load(folder).predict_onnx(args.onnx, _parse_shape(args.input_shape))]
-
-
-def _predict_esm(args: argparse.Namespace, folder: Any) -> list[dict[str, Any]]:
-    from nni_hwaware.cli.spaces import read_arch_argument
-    from nni_hwaware.esm import predict_rows
-
-    if not args.space or bool(args.arch) == bool(args.archs):
-        raise HwAwareError("an ESM predictor needs --space NAME and exactly one of --arch JSON or --archs FILE.jsonl")
-    if args.arch:
-        archs: list[Any] = [read_arch_argument(args.arch)]
-    else:
-        try:
-            lines = open(args.archs).read().splitlines()  # noqa: SIM115 - read once, small file
-        except OSError as exc:
-            raise HwAwareError(f"cannot read --archs {args.archs}: {exc.strerror}") from None
-        archs = [line for line in lines if line.strip()]
-        if not archs:
-            raise HwAwareError(f"--archs {args.archs} holds no architecture (one JSON per line)")
-    return predict_rows(folder, args.space, archs, args.input_size)
+    if args.archs:
+        return read_architecture_lines(args.archs, space)
+    return [space.validate(read_architecture_argument(args.arch))]
 
 
-_HANDLERS: dict[str, Callable[[argparse.Namespace, Any], list[dict[str, Any]]]] = {
-    "jetson_nano": _predict_jetson,
-    "esm": _predict_esm,
-}
+def _estimates(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    from nni_hwaware.hardware import load_predictor
+
+    wants_onnx = args.onnx is not None
+    if wants_onnx == bool(args.arch or args.archs) or (args.arch and args.archs):
+        raise HwAwareError("give exactly one of --onnx FILE, --arch JSON or --archs FILE.jsonl")
+    if wants_onnx and args.space:
+        raise HwAwareError("--space goes with --arch/--archs, not with --onnx")
+    predictor = load_predictor(args.predictor, args.space, args.input_size, kind=args.kind,
+                               trust_pickles=args.trust_pickles)
+    if wants_onnx:
+        return predictor, [predictor.estimate_onnx(args.onnx, _parse_shape(args.input_shape))]
+    if args.input_shape:
+        raise HwAwareError("--input-shape goes with --onnx; architectures take --input-size")
+    return predictor, predictor.estimate_many(_architectures(args, predictor.space))
+
+
+def _row(predictor: Any, estimate: Any, of_architecture: bool) -> dict[str, Any]:
+    """One estimate as the flat JSON object ``--json`` prints."""
+    row = {**estimate.details, **estimate.to_dict()}
+    row.pop("details", None)
+    row["ood_reasons"] = row.pop("notes")
+    row["predictor"] = predictor.kind
+    if of_architecture:
+        row.update(space=predictor.space.name, input_size=predictor.input_size)
+    return row
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from nni_hwaware.jetson.predictor import default_predictor_dir, read_metadata
-
-    folder = args.predictor or default_predictor_dir()
-    kind = read_metadata(folder).get("kind")
-    if kind not in _HANDLERS:
-        raise HwAwareError(f"predictor kind {kind!r} in {folder} is not supported by this version")
-    results = _HANDLERS[kind](args, folder)
+    predictor, estimates = _estimates(args)
+    rows = [_row(predictor, e, args.onnx is None) for e in estimates]
     if args.json:
-        sys.stdout.write("".join(json.dumps(r) + "\n" for r in results))
+        sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
         return 0
-    if kind == "esm":
-        for r in results:
-            lo, hi = r["latency_interval"]
-            print(f"{r['arch_hash']}  latency {r['latency_ms']:.3f} ms [{lo:.3f}, {hi:.3f}]")
-        return 0
-    (result,) = results
-    lat, en = result["latency_ms"], result["energy_mj"]
-    li, ei = result["latency_interval"], result["energy_interval"]
-    print(f"latency {lat:.2f} ms [{li[0]:.2f}, {li[1]:.2f}]  energy {en:.2f} mJ [{ei[0]:.2f}, {ei[1]:.2f}]")
-    print(f"MACs {result['macs']:,}  params {result['params']:,}  in distribution: {result['in_distribution']}"
-          f" (OOD score {result['ood_score']:.2f}, threshold {result['ood_threshold']:.2f})")
-    for reason in result["ood_reasons"]:
-        print(f"  out of distribution: {reason}")
-    for warning in result["warnings"]:
+    for row in rows:
+        lo, hi = row["latency_interval"]
+        line = f"{row['arch_hash']}  latency {row['latency_ms']:.3f} ms [{lo:.3f}, {hi:.3f}]"
+        if row.get("energy_mj") is not None:
+            elo, ehi = row["energy_interval"]
+            line += f"  energy {row['energy_mj']:.3f} mJ [{elo:.3f}, {ehi:.3f}]"
+        print(line + f"  in distribution: {row['in_distribution']}")
+        if "macs" in row:
+            print(f"  MACs {row['macs']:,}  params {row['params']:,}  (OOD score {row['ood_score']:.2f}, "
+                  f"threshold {row['ood_threshold']:.2f})")
+        for reason in row["ood_reasons"]:
+            print(f"  out of distribution: {reason}")
+    for warning in {w for r in rows for w in r.get("warnings", [])}:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware.errors import ArtifactError, HwAwareError
+from nni_hwaware.hardware import HardwareEstimate, HardwarePredictor, PredictorTarget, register_predictor
 from nni_hwaware.spaces.schema import Architecture, SearchSpace
 
 
@@ -82,7 +83,7 @@ def check_nn_meter_folder(path: str | Path, *, trust_pickles: bool) -> Path:
     folder = _predictor_folder(path)
     for candidate in (Path(path), folder, folder.parent if folder != Path(path) else folder):
         kind = declared_kind(candidate)
-        if kind is not None or (candidate / "predictor.json").exists():
+        if kind != "nn_meter" and (candidate / "predictor.json").exists():
             raise ArtifactError(f"{candidate} declares a {kind!r} predictor (predictor.json); it is not loaded as "
                                 "an nn-Meter predictor")
     if not trust_pickles:
@@ -180,13 +181,17 @@ def detect_kernels(fusion_rules: str | Path, space: SearchSpace, archs: Sequence
     return found
 
 
-class NnMeterEstimator:
-    """Latency of architectures of a space, predicted by an nn-Meter predictor.
+@register_predictor("nn_meter")
+class NnMeterEstimator(HardwarePredictor):
+    """Latency of architectures of a space (or of any ONNX graph), predicted by an nn-Meter predictor.
+
+    The nn-Meter baseline behind the one hardware-predictor interface (kind ``nn_meter``). Its kernel
+    regressors are pickles: a folder loads only with ``trust_pickles=True``.
 
     Parameters
     ----------
     predictor
-        An ``nnMeterPredictor`` or a folder for :func:`load_nn_meter_predictor`.
+        A folder for :func:`load_nn_meter_predictor` or an ``nnMeterPredictor`` already loaded.
     space
         The search space (name or object).
     input_size
@@ -197,28 +202,35 @@ class NnMeterEstimator:
     Examples
     --------
     >>> estimator = NnMeterEstimator("runs/nn-meter-cpu", "resnet", 32, trust_pickles=True)  # doctest: +SKIP
-    >>> estimator.predict(space.default_architecture())  # doctest: +SKIP
+    >>> estimator.estimate(estimator.space.default_architecture()).latency_ms  # doctest: +SKIP
     """
 
-    #: nn-Meter predicts latency only.
-    has_energy = False
-    kind = "nn-meter"
-
-    def __init__(self, predictor: Any, space: str | SearchSpace, input_size: int | None = None, *,
+    def __init__(self, predictor: Any, space: str | SearchSpace | None, input_size: int | None = None, *,
                  trust_pickles: bool = False) -> None:
-        from nni_hwaware.spaces import load_space
-
         is_folder = isinstance(predictor, (str, Path))
-        self.folder = _predictor_folder(predictor) if is_folder else Path(".")
+        super().__init__(_predictor_folder(predictor) if is_folder else Path("."), space, input_size)
         self.predictor = load_nn_meter_predictor(predictor, trust_pickles=trust_pickles) if is_folder else predictor
-        self.space = load_space(space) if isinstance(space, str) else space
-        self.input_size = self.space.resolve_input_size(input_size)
+
+    @property
+    def target(self) -> PredictorTarget:
+        host = (_build_summary(self.folder) or {}).get("host") or {}
+        device = host.get("cpu_model") or host.get("host") or "the device nn-Meter's files were built on"
+        return PredictorTarget(device=str(device), protocol="nn-Meter: sum of per-kernel regressors "
+                               "(kernels profiled alone, fusion rules detected on the device)")
+
+    def check_measurer(self, measurer: Any) -> None:
+        """nn-Meter's files do not record the device precisely enough to learn from measurements."""
+        raise HwAwareError("the nn-Meter baseline does not take measurements; measure against an ESM predictor "
+                           "built on the device")
 
     def explain(self, arch: Architecture) -> dict[str, Any]:
         """Predicted latency (ms) and the kernels the predictor has no regressor for (predicted as 0)."""
+        return self._explain_onnx(nn_meter_onnx(self.space, arch, self.input_size))
+
+    def _explain_onnx(self, onnx_model: Any) -> dict[str, Any]:
         from nn_meter.predictor.prediction.predict_by_kernel import nn_predict
 
-        units = kernel_units(self.predictor, nn_meter_onnx(self.space, arch, self.input_size))
+        units = kernel_units(self.predictor, onnx_model)
         names = unit_kernel_names(units)
         uncovered = sorted({n for n in names if n not in self.predictor.kernel_predictors})
         return {"latency_ms": float(nn_predict(self.predictor.kernel_predictors, units)), "kernels": len(units),
@@ -230,38 +242,54 @@ class NnMeterEstimator:
 
     def describe(self) -> dict[str, Any]:
         """What the predictor is, for reports."""
-        return {"kind": self.kind, "folder": str(self.folder), "space": self.space.name,
-                "input_size": self.input_size, "kernels": sorted(self.predictor.kernel_predictors),
+        return {**super().describe(), "kernels": sorted(self.predictor.kernel_predictors),
                 "measurements": build_measurements(self.folder)}
 
-    def estimate_many(self, archs: Sequence[Architecture]) -> list[Any]:
-        """:meth:`estimate` of each architecture."""
-        return [self.estimate(a) for a in archs]
-
-    def estimate(self, arch: Architecture) -> Any:
-        """A :class:`~nni_hwaware.nas.hardware.HardwareEstimate`, so that NNI profilers and filters take it.
-
-        nn-Meter gives no uncertainty: the interval is the point. An architecture with a kernel the predictor
-        has no regressor for is marked out of distribution (nn-Meter counts such kernels as 0 ms).
-        """
-        from nni_hwaware.nas.hardware import HardwareEstimate
-
-        explained = self.explain(arch)
+    def _to_estimate(self, explained: dict[str, Any], key: str) -> HardwareEstimate:
+        """nn-Meter gives no uncertainty: the interval is the point. An architecture with a kernel the
+        predictor has no regressor for is marked out of distribution (nn-Meter counts such kernels as 0 ms)."""
         latency = explained["latency_ms"]
         notes = [f"no nn-Meter regressor for {k}" for k in explained["uncovered_kernels"]]
-        return HardwareEstimate(self.space.arch_hash(arch), latency, (latency, latency),
-                                in_distribution=not explained["uncovered_kernels"], predictor="nn-meter",
-                                notes=notes)
+        return HardwareEstimate(key, latency, (latency, latency), in_distribution=not explained["uncovered_kernels"],
+                                predictor=self.kind, notes=notes, details={"kernels": explained["kernels"]})
+
+    def _estimate_new(self, archs: Sequence[Architecture], hashes: Sequence[str]) -> list[HardwareEstimate]:
+        return [self._to_estimate(self.explain(a), h) for a, h in zip(archs, hashes)]
+
+    def estimate_onnx(self, onnx: str | Path | bytes, input_shape: Sequence[int] | None = None) -> HardwareEstimate:
+        """nn-Meter's latency of any ONNX model (its kernels as the fusion rules group them)."""
+        import hashlib
+
+        import onnx as onnx_lib
+
+        try:
+            model = onnx_lib.load_from_string(onnx) if isinstance(onnx, bytes) else onnx_lib.load(str(onnx))
+        except Exception as exc:  # the ONNX reader raises many types for a bad file
+            raise HwAwareError(f"cannot read ONNX model {onnx if not isinstance(onnx, bytes) else '<bytes>'} "
+                               f"({type(exc).__name__})") from None
+        key = hashlib.sha256(model.SerializeToString()).hexdigest()[:16]
+        return self._to_estimate(self._explain_onnx(model), key)
+
+
+def _build_summary(folder: str | Path) -> dict[str, Any] | None:
+    """``build.json`` of a folder written by ``nn-meter build`` (beside or above the kernel files), if any."""
+    for path in (Path(folder) / "build.json", Path(folder).parent / "build.json"):
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            return data if isinstance(data, dict) else None
+    return None
 
 
 def build_measurements(folder: str | Path) -> int | None:
     """Models profiled to build a predictor (from ``build.json``), if known."""
-    summary = Path(folder) / "build.json"
-    if not summary.is_file():
-        summary = Path(folder).parent / "build.json"
-    if not summary.is_file():
+    summary = _build_summary(folder)
+    try:
+        return int(summary["measurements"]["total"]) if summary else None
+    except (KeyError, TypeError, ValueError):
         return None
-    return int(json.loads(summary.read_text())["measurements"]["total"])
 
 
 def nn_meter_rows(nn_meter_dir: str, space: SearchSpace, test_archs: Sequence[Architecture], test_y: np.ndarray,
