@@ -110,12 +110,8 @@ class ESMConfig:
 
 
 def space_fingerprint(space: SearchSpace) -> str:
-    """Hash of everything in a space that changes its architectures or their networks."""
-    payload = json.dumps(
-        {k: v for k, v in space.describe().items() if k not in ("description", "source", "num_architectures_sci")},
-        sort_keys=True, default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    """Hash of everything in a space that changes its architectures or their networks (:attr:`SearchSpace.fingerprint`)."""
+    return space.fingerprint
 
 
 class ESMPredictor:

@@ -78,12 +78,13 @@ def test_nni_builtin_tuners_emit_parameters_that_are_architectures(tuner_name):
 @pytest.mark.parametrize(
     "arch, message",
     [
-        ({"units": [{"depth": 9, "blocks": []}] * 4}, "depth 9, outside the space's range 1..7"),
-        ({"units": [{"depth": 1, "blocks": [{"kernel_size": 4, "expand_ratio": 1.0}]}] * 4}, "not one of"),
+        ({"units": [{"depth": 9, "blocks": []}] * 4}, "units[0].depth: depth 9 is outside the space's range 1..7"),
+        ({"units": [{"depth": 1, "blocks": [{"kernel_size": 4, "expand_ratio": 1.0}]}] * 4},
+         "units[0].blocks[0].kernel_size: 4 is not one of"),
         ({"units": [{"depth": 1, "blocks": [{"kernel_size": 3, "expand_ratio": 1.0}]}] * 3}, "has 3 unit(s)"),
-        ({"units": [{"depth": 2, "blocks": [{"kernel_size": 3, "expand_ratio": 1.0}]}] * 4}, "but 1 'blocks'"),
-        ({"units": [{"depth": 1, "blocks": [{"kernel_size": 3}]}] * 4}, "missing 'expand_ratio'"),
-        ({"unitz": []}, "unknown key"),
+        ({"units": [{"depth": 2, "blocks": [{"kernel_size": 3, "expand_ratio": 1.0}]}] * 4}, "units[0].blocks: the unit has depth 2 but 1 'blocks'"),
+        ({"units": [{"depth": 1, "blocks": [{"kernel_size": 3}]}] * 4}, "units[0].blocks[0]: missing 'expand_ratio'"),
+        ({"unitz": []}, "architecture: unknown key(s) 'unitz'"),
         ("[1, 2", "not valid JSON"),
     ],
 )
@@ -97,10 +98,13 @@ def test_invalid_architectures_are_rejected_with_a_clear_message(arch, message):
     "data, message",
     [
         ("just a string", "must be a YAML mapping"),
-        ({"name": "x", "family": "transformer", "units": []}, "family 'transformer'"),
-        ({"name": "x", "family": "resnet", "units": [{"name": "u", "min_depth": 3, "max_depth": 2}]}, "min_depth"),
+        ({"name": "x", "family": "transformer", "units": []}, "family: family 'transformer' is not one of"),
+        ({"name": "x", "family": "resnet", "units": [{"name": "u", "min_depth": 3, "max_depth": 2}]},
+         "units[0]: missing required key(s) width, stride"),
+        ({"name": "x", "family": "densenet", "units": [{"name": "u", "min_depth": 3, "max_depth": 2}]},
+         "units[0].max_depth: must be at least min_depth (3), got 2"),
         ({"name": "x", "family": "densenet", "units": [{"name": "u", "min_depth": 1, "max_depth": 2}]},
-         "needs options.stem_channels"),
+         "options: missing required key(s) stem_channels"),
     ],
 )
 def test_malformed_space_definitions_are_rejected(data, message):
@@ -158,7 +162,7 @@ def test_cli_build_writes_onnx_that_runs(cli, tmp_path):
           json.dumps({"global": {"layer_type": "plain", "filters": 64},
                       "units": [{"depth": 1, "blocks": [{"kernel_size": 7, "padding": 1}]}]}),
           "--onnx", "x.onnx", "--input-size", "3"], "below 1x1"),
-        (["spaces", "sample", "resnet", "--n", "-1"], "--n must be a non-negative integer"),
+        (["spaces", "sample", "resnet", "--n", "-1"], "n must be a non-negative integer"),
         (["spaces", "build", "resnet", "--arch", "@/nonexistent/arch.json", "--onnx", "x.onnx"],
          "cannot read architecture file"),
     ],

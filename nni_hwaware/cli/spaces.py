@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.spaces import export_onnx, list_spaces, load_space, sample_architectures
+from nni_hwaware.spaces.archjson import read_architecture_argument
 from nni_hwaware.spaces.sampling import DEFAULT_BINS, STRATEGIES
 
 
@@ -87,13 +88,8 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def read_arch_argument(value: str) -> str:
-    """An ``--arch`` value: JSON text, or ``@FILE`` naming a file that holds it."""
-    if value.startswith("@"):
-        try:
-            return Path(value[1:]).read_text()
-        except OSError as exc:
-            raise HwAwareError(f"cannot read architecture file {value[1:]}: {exc.strerror}") from None
-    return value
+    """An ``--arch`` value: JSON text, or ``@FILE`` naming a file that holds it (UTF-8, at most 1 MiB)."""
+    return read_architecture_argument(value)
 
 
 def _build(args: argparse.Namespace) -> int:

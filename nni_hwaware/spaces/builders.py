@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.spaces.checks import check_int, check_num_classes, check_width_mult
+from nni_hwaware.spaces.limits import MAX_ACTIVATION_ELEMENTS, MAX_PARAMETERS
 
 if TYPE_CHECKING:
     from nni_hwaware.spaces.schema import Architecture, SearchSpace
@@ -269,49 +271,6 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "densenet": _build_densenet,
 }
 
-# What each family reads from the space file; checked when the file is loaded.
-_REQUIREMENTS: dict[str, dict[str, Any]] = {
-    "resnet": {
-        "options": ("stem_channels", "bottleneck_reduction"),
-        "unit": ("width", "stride"),
-        "block": ("kernel_size", "expand_ratio"),
-    },
-    "mobilenetv3": {
-        "options": ("stem_channels", "max_expand", "head_expand", "last_channels"),
-        "unit": ("width", "stride"),
-        "block": ("kernel_size", "expand_ratio"),
-    },
-    "densenet": {
-        "options": ("stem_channels", "growth_rate", "bn_size", "compression"),
-        "unit": (),
-        "unit_choices": ("kernel_size",),
-    },
-    "convnet": {"options": (), "unit": (), "global": ("layer_type", "filters"), "block": ("kernel_size", "padding")},
-}
-
-
-def check_family_requirements(space: SearchSpace, fail: Callable[[str], Exception]) -> None:
-    """Check that a space file gives everything its family's builder reads."""
-    req = _REQUIREMENTS[space.family]
-    for key in req.get("options", ()):
-        if key not in space.options:
-            raise fail(f"family {space.family} needs options.{key}")
-    for unit in space.units:
-        for key in req.get("unit", ()):
-            if key not in unit.options:
-                raise fail(f"family {space.family} needs '{key}' on unit {unit.name}")
-    for level, have in (
-        ("block", space.block_choices),
-        ("unit_choices", space.unit_choices),
-        ("global", space.global_choices),
-    ):
-        for key in req.get(level, ()):
-            if key not in have:
-                raise fail(f"family {space.family} needs the choice {key!r}")
-    if space.family == "convnet" and len(space.units) != 1:
-        raise fail("family convnet has exactly one unit")
-
-
 def build_module(
     space: SearchSpace,
     arch: Any,
@@ -332,6 +291,15 @@ def build_module(
         Overrides of the space defaults. ``input_size`` matters for the convnet family, whose classifier
         depends on the final spatial size.
 
+    Raises
+    ------
+    HwAwareError
+        If the architecture is not one of the space, or the network would exceed the size caps of
+        :mod:`~nni_hwaware.spaces.limits` (checked on the meta device before anything is allocated).
+    ParameterError
+        If an override is out of range (``input_size`` 1..4096, ``width_mult`` in (0, 16], ``num_classes``
+        1..100000).
+
     Examples
     --------
     >>> from nni_hwaware.spaces import load_space
@@ -339,19 +307,93 @@ def build_module(
     >>> model = build_module(space, space.default_architecture(), num_classes=10)
     """
     arch = space.validate(arch)
-    wm = float(space.width_mult if width_mult is None else width_mult)
-    if wm <= 0:
-        raise HwAwareError(f"width multiplier must be positive, got {wm}")
-    classes = int(space.defaults["num_classes"] if num_classes is None else num_classes)
+    wm = space.width_mult if width_mult is None else check_width_mult(width_mult)
+    classes = int(space.defaults["num_classes"]) if num_classes is None else check_num_classes(num_classes)
     size = space.resolve_input_size(input_size)
+    check_network_size(space, arch, input_size=size, width_mult=wm, num_classes=classes)
+    return _build(space, arch, wm, classes, size).eval()
+
+
+def _build(space: SearchSpace, arch: Architecture, wm: float, classes: int, size: int) -> nn.Module:
     if space.family == "convnet":
-        model = _build_convnet(space, arch, wm, classes, size)
-    else:
-        model = _BUILDERS[space.family](space, arch, wm, classes)
-    return model.eval()
+        return _build_convnet(space, arch, wm, classes, size)
+    return _BUILDERS[space.family](space, arch, wm, classes)
+
+
+def check_network_size(
+    space: SearchSpace, arch: Architecture, *, input_size: int, width_mult: float, num_classes: int
+) -> None:
+    """Refuse a network over the caps of :mod:`~nni_hwaware.spaces.limits` before allocating it.
+
+    The network is built on PyTorch's ``meta`` device (shapes, no memory) and run on a meta input: its
+    parameter count must be at most ``MAX_PARAMETERS``, its largest activation at most
+    ``MAX_ACTIVATION_ELEMENTS`` values, and no activation may shrink to zero size. Nothing is checked when
+    the caller itself builds on the meta device, since then nothing is allocated either.
+
+    Raises
+    ------
+    HwAwareError
+        If the network is too large for the caps or collapses to 0x0 at this input size.
+    """
+    if torch.empty(0).device.type == "meta":
+        return
+    with torch.device("meta"):
+        model = _build(space, arch, width_mult, num_classes, input_size)
+    setting = f"input_size {input_size}, width_mult {width_mult:g}"
+    params = sum(p.numel() for p in model.parameters())
+    if params > MAX_PARAMETERS:
+        raise HwAwareError(
+            f"this architecture has {params:,} parameters at {setting}; at most {MAX_PARAMETERS:,} can be "
+            "built (an ONNX file holds 2 GB): use a smaller width_mult or a smaller architecture"
+        )
+    largest, empty = _activation_sizes(model, int(space.defaults["in_channels"]), input_size)
+    if empty:
+        raise HwAwareError(
+            f"input_size {input_size} is too small for this architecture: {empty} shrinks it to nothing; "
+            "use a larger input_size"
+        )
+    if largest > MAX_ACTIVATION_ELEMENTS:
+        raise HwAwareError(
+            f"this architecture's largest activation has {largest:,} values at {setting}; at most "
+            f"{MAX_ACTIVATION_ELEMENTS:,} (1 GiB) can be built: use a smaller input_size or width_mult"
+        )
+
+
+def _activation_sizes(model: nn.Module, in_channels: int, input_size: int) -> tuple[int, str]:
+    """Largest output (in values) of any module of a meta model, and the first module with an empty output."""
+    largest, empty = 0, ""
+
+    def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal largest, empty
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel())
+            if output.numel() == 0 and not empty:
+                empty = type(module).__name__
+
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):  # shapes only; batch norm is slow on the meta device
+            module.forward = _identity  # type: ignore[method-assign]
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, in_channels, input_size, input_size, device="meta"))
+    except RuntimeError as exc:  # a layer whose input already shrank below its kernel
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HwAwareError(
+            f"input_size {input_size} is too small for this architecture ({reason[:200]}); use a larger input_size"
+        ) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return largest, empty
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def example_input(space: SearchSpace, input_size: int | None = None, batch: int = 1) -> torch.Tensor:
     """A random input tensor of the right shape for a space."""
     size = space.resolve_input_size(input_size)
+    batch = check_int(batch, "batch", 1, 1024, "a positive integer")
     return torch.randn(batch, int(space.defaults["in_channels"]), size, size)

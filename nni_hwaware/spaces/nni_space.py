@@ -81,7 +81,7 @@ def sample_to_arch(space: SearchSpace, sample: Mapping[str, Any]) -> Architectur
         depth = get(depth_label(spec.name))
         unit: dict[str, Any] = {"depth": depth}
         unit.update({k: get(f"{spec.name}_{k}") for k in space.unit_choices})
-        if space.block_choices and isinstance(depth, int):
+        if space.block_choices and isinstance(depth, int) and spec.min_depth <= depth <= spec.max_depth:
             unit["blocks"] = [
                 {k: get(block_label(spec.name, j, k)) for k in space.block_choices} for j in range(1, depth + 1)
             ]
@@ -185,7 +185,8 @@ def hpo_params_to_arch(space: SearchSpace, params: Mapping[str, Any]) -> Archite
                 raise HwAwareError(f"nnictl parameter {spec.name!r} must be a nested choice with '_name'")
             depth = nested["_name"]
             unit["depth"] = depth
-            if isinstance(depth, int):
+            # only a depth in range gets blocks: validate() reports the others (and 10**9 must not loop)
+            if isinstance(depth, int) and spec.min_depth <= depth <= spec.max_depth:
                 unit["blocks"] = [
                     {k: nested.get(f"b{j}_{k}") for k in space.block_choices} for j in range(1, depth + 1)
                 ]

@@ -17,7 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
+from nni_hwaware.spaces.checks import check_bins, check_count, check_seed, show
 from nni_hwaware.spaces.schema import Architecture, SearchSpace, bin_edges
 
 STRATEGIES = ("random", "balanced")
@@ -50,6 +51,14 @@ def sample_architectures(
     exclude
         Hashes (:meth:`SearchSpace.arch_hash`) of architectures not to return, e.g. ones already measured.
 
+    Raises
+    ------
+    ParameterError
+        If ``n`` is not in ``0..MAX_SAMPLES`` (100,000), ``seed`` not in ``0..2**63-1``, ``bins`` not a
+        positive integer, or ``strategy`` unknown.
+    HwAwareError
+        If the space has fewer than ``n`` architectures, or too few distinct ones outside ``exclude``.
+
     Examples
     --------
     >>> from nni_hwaware.spaces import load_space
@@ -58,11 +67,9 @@ def sample_architectures(
     10
     """
     if strategy not in STRATEGIES:
-        raise HwAwareError(f"unknown sampling strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise HwAwareError(f"--n must be a non-negative integer, got {n!r}")
-    if strategy == "balanced" and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 1):
-        raise HwAwareError(f"--bins must be a positive integer, got {bins!r}")
+        raise ParameterError(f"strategy must be one of {', '.join(STRATEGIES)}, got {show(strategy)}")
+    n, seed, bins = check_count(n), check_seed(seed), check_bins(bins)
+    _check_room(space, n, exclude)
     rng = np.random.default_rng(seed)
     if strategy == "random":
         totals: list[int | None] = [None] * n
@@ -98,6 +105,11 @@ def sample_per_bin(
 
     This is the per-bin draw of the ESM paper's dataset extension (Algorithm 1).
     """
+    seed = check_seed(seed)
+    if not isinstance(counts, list | tuple) or not counts:
+        raise ParameterError(f"counts must be a non-empty list of per-bin counts, got {show(counts)}")
+    counts = [check_count(c, f"counts[{i}]") for i, c in enumerate(counts)]
+    check_count(sum(counts), "sum(counts)")
     rng = np.random.default_rng(seed)
     lo, hi = space.min_total_depth, space.max_total_depth
     num_bins = len(counts)
@@ -111,6 +123,14 @@ def sample_per_bin(
                 raise HwAwareError(f"bin {b + 1} of {space.name!r} has no more distinct architectures to draw")
             out.append(arch)
     return out
+
+
+def _check_room(space: SearchSpace, n: int, exclude: Iterable[str]) -> None:
+    """Refuse at once to draw more distinct architectures than the space holds (instead of retrying)."""
+    if n > space.num_architectures:  # exclude is not counted: it may name architectures of other spaces
+        raise HwAwareError(
+            f"n={n} is more than the {space.num_architectures} architectures of space {space.name!r}; ask for fewer"
+        )
 
 
 def _draw_distinct(

@@ -38,12 +38,22 @@ import yaml
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.paths import data_dir
+from nni_hwaware.spaces import limits
+from nni_hwaware.spaces.archjson import parse_json_text, read_text_file
+from nni_hwaware.spaces.checks import check_input_size, finite_real, show
+from nni_hwaware.spaces.spacefile import (
+    FAMILIES,
+    FLOAT_TOLERANCE,
+    SpaceFieldError,
+    space_error,
+    validate_space_data,
+)
 
 Architecture = dict[str, Any]
 ChoiceValue = int | float | str
 
-FAMILIES = ("resnet", "mobilenetv3", "densenet", "convnet")
-_FLOAT_TOLERANCE = 1e-3  # 0.667 and 0.6667 both name the choice 2/3
+__all__ = ["FAMILIES", "Architecture", "SearchSpace", "UnitSpec", "list_spaces", "load_space", "parse_space"]
+_FLOAT_TOLERANCE = FLOAT_TOLERANCE  # 0.667 and 0.6667 both name the choice 2/3
 
 
 @dataclass(frozen=True)
@@ -97,8 +107,8 @@ class SearchSpace:
     Examples
     --------
     >>> space = load_space("resnet")
-    >>> space.num_architectures
-    838308817954664436521779140...
+    >>> f"{float(space.num_architectures):.3g}"
+    '8.38e+26'
     >>> arch = space.default_architecture()
     >>> space.validate(arch) == arch
     True
@@ -203,64 +213,51 @@ class SearchSpace:
         """Check an architecture against the space and return its canonical form.
 
         Accepts a dict or a JSON string. Numbers are snapped to the listed choice they name (``0.667`` is
-        ``0.6667``); unknown keys, missing units, depths or values outside the space raise
-        :class:`HwAwareError` with a message that says which field is wrong and what is allowed.
+        ``0.6667``); anything else (unknown or missing keys, depths or values outside the space, booleans,
+        NaN, strings where numbers are expected) raises :class:`HwAwareError` whose message starts with the
+        path of the bad field, e.g. ``units[1].blocks[0].kernel_size: 4 is not one of ...``.
         """
-        if isinstance(arch, str | bytes):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError as exc:
-                raise HwAwareError(f"architecture is not valid JSON ({exc.msg} at char {exc.pos})") from None
+        if isinstance(arch, str | bytes | bytearray):
+            arch = parse_json_text(arch)
         if not isinstance(arch, Mapping):
-            raise HwAwareError(f"an architecture of space {self.name!r} must be a JSON object, got {type(arch).__name__}")
-        allowed_top = {"units"} | ({"global"} if self.global_choices else set())
-        unknown = set(arch) - allowed_top
-        if unknown:
-            raise HwAwareError(
-                f"unknown key(s) {sorted(unknown)} in {self.name!r} architecture; allowed: {sorted(allowed_top)}"
-            )
+            raise HwAwareError(f"architecture: an architecture of space {self.name!r} must be a JSON object, "
+                               f"got {show(arch)}")
+        allowed_top = ("units", "global") if self.global_choices else ("units",)
+        _check_keys(arch, allowed_top, "architecture")
         canonical: Architecture = {}
         if self.global_choices:
             canonical["global"] = self._check_choices(arch.get("global"), self.global_choices, "global")
         units = arch.get("units")
         if not isinstance(units, list):
-            raise HwAwareError(f"{self.name!r} architecture needs a 'units' list with {len(self.units)} entries")
+            raise HwAwareError(f"units: {self.name!r} architecture needs a 'units' list with {len(self.units)} "
+                               f"entries, got {show(units)}")
         if len(units) != len(self.units):
             raise HwAwareError(
-                f"{self.name!r} architecture has {len(units)} unit(s), the space has {len(self.units)} "
+                f"units: the architecture has {len(units)} unit(s), the space {self.name!r} has {len(self.units)} "
                 f"({', '.join(u.name for u in self.units)})"
             )
         canonical["units"] = [self._check_unit(i, spec, u) for i, (spec, u) in enumerate(zip(self.units, units))]
         return canonical
 
     def _check_unit(self, index: int, spec: UnitSpec, unit: Any) -> dict[str, Any]:
-        where = f"unit {index + 1} ({spec.name})"
+        where = f"units[{index}]"
         if not isinstance(unit, Mapping):
-            raise HwAwareError(f"{where} must be a JSON object with a 'depth'")
-        allowed = {"depth"} | set(self.unit_choices) | ({"blocks"} if self.block_choices else set())
-        unknown = set(unit) - allowed
-        if unknown:
-            raise HwAwareError(f"unknown key(s) {sorted(unknown)} in {where}; allowed: {sorted(allowed)}")
-        depth = unit.get("depth")
-        if isinstance(depth, bool) or not isinstance(depth, int | float) or int(depth) != depth:
-            raise HwAwareError(f"{where} needs an integer 'depth' in {spec.min_depth}..{spec.max_depth}")
-        depth = int(depth)
-        if not spec.min_depth <= depth <= spec.max_depth:
-            raise HwAwareError(
-                f"{where} has depth {depth}, outside the space's range {spec.min_depth}..{spec.max_depth}"
-            )
+            raise HwAwareError(f"{where}: unit {spec.name} must be a JSON object with a 'depth', got {show(unit)}")
+        allowed = ("depth", *self.unit_choices, *(("blocks",) if self.block_choices else ()))
+        _check_keys(unit, allowed, where)
+        depth = _check_depth(unit.get("depth"), spec, f"{where}.depth")
         unit_values = self._check_choices(
-            {k: unit.get(k) for k in self.unit_choices}, self.unit_choices, where
+            {k: unit[k] for k in self.unit_choices if k in unit}, self.unit_choices, where
         )
         blocks: list[Mapping[str, Any]] = []
         if self.block_choices:
             raw_blocks = unit.get("blocks")
             if not isinstance(raw_blocks, list) or len(raw_blocks) != depth:
                 got = len(raw_blocks) if isinstance(raw_blocks, list) else "no"
-                raise HwAwareError(f"{where} has depth {depth} but {got} 'blocks'; give one per block")
+                raise HwAwareError(f"{where}.blocks: the unit has depth {depth} but {got} 'blocks'; "
+                                   "give one per block")
             blocks = [
-                self._check_choices(b, self.block_choices, f"{where} block {j + 1}")
-                for j, b in enumerate(raw_blocks)
+                self._check_choices(b, self.block_choices, f"{where}.blocks[{j}]") for j, b in enumerate(raw_blocks)
             ]
         return self._make_unit(depth, unit_values, blocks)
 
@@ -268,15 +265,13 @@ class SearchSpace:
         self, values: Any, choices: Mapping[str, tuple[ChoiceValue, ...]], where: str
     ) -> dict[str, ChoiceValue]:
         if not isinstance(values, Mapping):
-            raise HwAwareError(f"{where} must be a JSON object with {sorted(choices)}")
-        unknown = set(values) - set(choices)
-        if unknown:
-            raise HwAwareError(f"unknown choice(s) {sorted(unknown)} in {where}; allowed: {sorted(choices)}")
+            raise HwAwareError(f"{where}: must be a JSON object with {sorted(choices)}, got {show(values)}")
+        _check_keys(values, tuple(choices), where)
         out: dict[str, ChoiceValue] = {}
         for name, allowed in choices.items():
             if name not in values or values[name] is None:
-                raise HwAwareError(f"{where} is missing {name!r} (one of {list(allowed)})")
-            out[name] = _snap(values[name], allowed, f"{where} {name}")
+                raise HwAwareError(f"{where}: missing {name!r} (one of {list(allowed)})")
+            out[name] = _snap(values[name], allowed, f"{where}.{name}")
         return out
 
     def canonical_json(self, arch: Any) -> str:
@@ -303,12 +298,28 @@ class SearchSpace:
         return num_bins - 1
 
     def resolve_input_size(self, input_size: int | None) -> int:
-        """The input size to use: the override if given (checked), else the space default."""
+        """The input size to use: the override if given, else the space default.
+
+        Raises
+        ------
+        ParameterError
+            If the override is not an integer in ``1..MAX_INPUT_SIZE`` (4096).
+        """
         if input_size is None:
             return self.input_size
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
-            raise HwAwareError(f"--input-size must be a positive integer, got {input_size!r}")
-        return int(input_size)
+        return check_input_size(input_size)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A 16-hex-digit hash of the space's canonical content: everything that defines its architectures
+        and their networks (name, family, defaults, options, units, choices), not its description or file.
+
+        Two space files with the same name but different content have different fingerprints, so data keyed
+        by fingerprint never mixes them. ESM predictors record it as ``space_fingerprint``.
+        """
+        ignored = ("description", "source", "num_architectures_sci")
+        content = {k: v for k, v in self.describe().items() if k not in ignored}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def bin_edges(lo: int, hi: int, num_bins: int) -> list[float]:
@@ -320,16 +331,35 @@ def bin_edges(lo: int, hi: int, num_bins: int) -> list[float]:
     return [lo + i * width for i in range(num_bins)] + [float(hi)]
 
 
+def _check_keys(obj: Mapping[Any, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in obj if k not in allowed]
+    if unknown:
+        shown = ", ".join(show(k) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise HwAwareError(f"{where}: unknown key(s) {shown}; allowed: {', '.join(allowed)}")
+
+
+def _check_depth(value: Any, spec: UnitSpec, where: str) -> int:
+    # 2.0 is accepted as 2 (JSON has one number type); 2.5, true, NaN and 1e400 are not depths
+    number = finite_real(value)
+    if number is None or not number.is_integer():
+        raise HwAwareError(f"{where}: must be an integer in {spec.min_depth}..{spec.max_depth}, got {show(value)}")
+    if not spec.min_depth <= number <= spec.max_depth:
+        raise HwAwareError(
+            f"{where}: depth {show(value)} is outside the space's range {spec.min_depth}..{spec.max_depth} "
+            f"of unit {spec.name}"
+        )
+    return int(number)
+
+
 def _snap(value: Any, allowed: tuple[ChoiceValue, ...], where: str) -> ChoiceValue:
+    number = finite_real(value)
     for choice in allowed:
         if isinstance(choice, str) or isinstance(value, str):
             if value == choice:
                 return choice
-        elif isinstance(value, bool):
-            continue
-        elif isinstance(value, int | float) and abs(float(value) - float(choice)) <= _FLOAT_TOLERANCE:
+        elif number is not None and abs(number - float(choice)) <= _FLOAT_TOLERANCE:
             return choice
-    raise HwAwareError(f"{where} is {value!r}, not one of the space's choices {list(allowed)}")
+    raise HwAwareError(f"{where}: {show(value)} is not one of the space's choices {list(allowed)}")
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -348,117 +378,56 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     Raises
     ------
     HwAwareError
-        If the space is unknown, the file cannot be read, or it is not a valid space file.
+        If the space is unknown, the file cannot be read, or it is not a valid space file (the message names
+        the bad field, e.g. ``units[2].stride``).
     """
     text_name = str(name_or_path)
     looks_like_path = text_name.endswith((".yaml", ".yml")) or "/" in text_name
     path = Path(text_name) if looks_like_path else _space_dir() / f"{text_name}.yaml"
-    if not path.is_file():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # a NUL character or an over-long name
+        exists = False
+    if not exists:
         if looks_like_path:
             raise HwAwareError(f"space file {text_name} does not exist")
-        raise HwAwareError(f"unknown space {text_name!r}; known spaces: {', '.join(list_spaces())}")
+        raise HwAwareError(f"unknown space {show(text_name)}; known spaces: {', '.join(list_spaces())}")
     return _load_space_file(str(path.resolve()))
 
 
 def _load_space_file(path: str) -> SearchSpace:
+    text = read_text_file(path, "space file", limits.MAX_SPACE_FILE_BYTES)
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HwAwareError(f"cannot read space file {path}: {exc}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise HwAwareError(f"space file {path} is not valid YAML{where}; fix the syntax") from None
+    except RecursionError:
+        raise HwAwareError(f"space file {path} is not valid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. an integer of more than 4300 digits
+        raise HwAwareError(f"space file {path} is not valid YAML: {str(exc).split(':')[0]}") from None
     return parse_space(data, source=path)
 
 
 def parse_space(data: Any, source: str = "<memory>") -> SearchSpace:
-    """Build a :class:`SearchSpace` from the parsed content of a space file, checking every field."""
+    """Build a :class:`SearchSpace` from the parsed content of a space file, checking every field.
 
-    def fail(msg: str) -> HwAwareError:
-        return HwAwareError(f"space file {source}: {msg}")
-
-    if not isinstance(data, Mapping):
-        raise fail("must be a YAML mapping with name, family, defaults, units and choices")
-    for key in ("name", "family", "units"):
-        if key not in data:
-            raise fail(f"missing required key {key!r}")
-    known = {
-        "name", "family", "description", "defaults", "options",
-        "global_choices", "unit_choices", "block_choices", "units",
-    }
-    unknown = set(data) - known
-    if unknown:
-        raise fail(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
-    name = data["name"]
-    if not isinstance(name, str) or not name.isidentifier():
-        raise fail("'name' must be an identifier such as resnet")
-    family = data["family"]
-    if family not in FAMILIES:
-        raise fail(f"family {family!r} is not one of {list(FAMILIES)}")
-    defaults = {"input_size": 224, "width_mult": 1.0, "num_classes": 1000, "in_channels": 3}
-    raw_defaults = data.get("defaults") or {}
-    if not isinstance(raw_defaults, Mapping) or set(raw_defaults) - set(defaults):
-        raise fail(f"'defaults' may only set {sorted(defaults)}")
-    defaults.update(raw_defaults)
-    for key in ("input_size", "num_classes", "in_channels"):
-        if not isinstance(defaults[key], int) or isinstance(defaults[key], bool) or defaults[key] < 1:
-            raise fail(f"defaults.{key} must be a positive integer")
-    if not isinstance(defaults["width_mult"], int | float) or defaults["width_mult"] <= 0:
-        raise fail("defaults.width_mult must be a positive number")
-
-    def choices(key: str) -> dict[str, tuple[ChoiceValue, ...]]:
-        raw = data.get(key) or {}
-        if not isinstance(raw, Mapping):
-            raise fail(f"{key!r} must map choice names to lists of values")
-        out: dict[str, tuple[ChoiceValue, ...]] = {}
-        for cname, values in raw.items():
-            if not isinstance(cname, str) or not cname.isidentifier() or cname in ("depth", "blocks"):
-                raise fail(f"{key}: {cname!r} is not a usable choice name")
-            if not isinstance(values, list) or not values:
-                raise fail(f"{key}.{cname} must be a non-empty list of values")
-            if any(isinstance(v, bool) or not isinstance(v, int | float | str) for v in values):
-                raise fail(f"{key}.{cname} values must be numbers or strings")
-            if len(set(values)) != len(values):
-                raise fail(f"{key}.{cname} lists a value twice")
-            out[cname] = tuple(values)
-        return out
-
-    global_choices, unit_choices, block_choices = (
-        choices("global_choices"), choices("unit_choices"), choices("block_choices")
-    )
-    overlap = (set(global_choices) & set(unit_choices)) | (set(unit_choices) & set(block_choices)) | (
-        set(global_choices) & set(block_choices)
-    )
-    if overlap:
-        raise fail(f"choice name(s) {sorted(overlap)} appear at more than one level")
-    raw_units = data["units"]
-    if not isinstance(raw_units, list) or not raw_units:
-        raise fail("'units' must be a non-empty list")
-    units = []
-    for i, raw in enumerate(raw_units):
-        if not isinstance(raw, Mapping) or not {"name", "min_depth", "max_depth"} <= set(raw):
-            raise fail(f"unit {i + 1} needs name, min_depth and max_depth")
-        lo, hi = raw["min_depth"], raw["max_depth"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 1 <= lo <= hi:
-            raise fail(f"unit {i + 1}: need integers 1 <= min_depth <= max_depth")
-        options = {k: v for k, v in raw.items() if k not in ("name", "min_depth", "max_depth")}
-        units.append(UnitSpec(str(raw["name"]), lo, hi, options))
-    if len({u.name for u in units}) != len(units):
-        raise fail("unit names must be unique")
-    space = SearchSpace(
-        name=name,
-        family=family,
-        description=str(data.get("description", "")).strip(),
-        defaults=defaults,
-        options=dict(data.get("options") or {}),
-        global_choices=global_choices,
-        unit_choices=unit_choices,
-        block_choices=block_choices,
-        units=tuple(units),
-        source=source,
-    )
-    from nni_hwaware.spaces.builders import check_family_requirements
-
-    check_family_requirements(space, fail)
+    Raises
+    ------
+    HwAwareError
+        For the first bad field: ``space file SOURCE: PATH: what is wrong``, e.g.
+        ``space file x.yaml: block_choices.kernel_size[1]: kernel sizes must be odd positive integers, got 4``.
+    """
+    try:
+        fields = validate_space_data(data)
+    except SpaceFieldError as exc:
+        raise space_error(source, exc) from None
+    units = tuple(UnitSpec(name, lo, hi, options) for name, lo, hi, options in fields.pop("units"))
+    space = SearchSpace(**fields, units=units, source=source)
+    if space.num_architectures > limits.MAX_ARCHITECTURES:
+        exponent = int(math.log10(space.num_architectures))
+        raise space_error(source, SpaceFieldError(
+            "units", f"the depth ranges and choices give about 1e{exponent} architectures; at most 1e300 "
+            "can be counted (narrow the depth ranges or the choice lists)"))
     return space
