@@ -23,12 +23,16 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware import metrics
-from nni_hwaware.encode import Encoder
+from nni_hwaware.encode import ENCODINGS, Encoder
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import allocate_extension
 from nni_hwaware.spaces import load_space
+from nni_hwaware.spaces.export import write_atomically
 from nni_hwaware.spaces.schema import Architecture, SearchSpace
 from nni_hwaware.surrogate import make_surrogate
+
+#: Surrogates ``compare`` can fit (the same as ``build --surrogate``).
+SURROGATES = ("mlp", "gb", "rf")
 
 
 def load_measured(
@@ -40,13 +44,12 @@ def load_measured(
     """
     from nni_hwaware.store import MeasurementStore
 
+    if Path(db).is_dir():
+        raise HwAwareError(f"--db {db} is a folder; give a database file")
     if not Path(db).is_file():
         raise HwAwareError(f"database {db} does not exist; measure or build first")
-    store = MeasurementStore(db, readonly=True)
-    try:
-        df = store.dataset(space=space.name)
-    finally:
-        store.close()
+    with MeasurementStore(db, readonly=True) as store:
+        df = store.dataset(space=space)  # by content: a custom file of the same name is another space
     if df.empty:
         raise HwAwareError(f"no measurements of space {space.name!r} in {db}; run `nni-hwaware measure` first")
     if device is not None:
@@ -181,14 +184,27 @@ def run_compare(
     nn_meter_dir: str | None,
     seed: int,
     qc_strict: bool = False,
+    trust_pickles: bool = False,
     out: Path,
     log: Callable[[str], None] = lambda _m: None,
 ) -> str:
-    """Run every comparison and write the report files; returns the markdown table."""
+    """Run every comparison and write the report files; returns the markdown table.
+
+    Every setting and the output folder are checked before anything is read or written (see
+    :func:`check_compare_settings` and :func:`check_output_folder`). ``trust_pickles`` lets ``nn_meter_dir``
+    load (nn-Meter's regressors are pickles, which run code when loaded).
+    """
     from nni_hwaware import plots
     from nni_hwaware.proxies import architecture_macs
 
+    check_compare_settings(sizes=sizes, encodings=encodings, surrogates=surrogates, test_size=test_size,
+                           bins=bins, acc_th=acc_th, initial=initial, step=step, seed=seed, input_size=input_size)
     space = load_space(space_name)
+    check_output_folder(out, marker="compare.json")
+    if nn_meter_dir:  # an nn-Meter folder that will be refused fails now, not after every fit
+        from nni_hwaware.nnmeter.predictor import check_nn_meter_folder
+
+        check_nn_meter_folder(nn_meter_dir, trust_pickles=trust_pickles)
     archs, y, setting = load_measured(db, space, input_size, device, qc_strict)
     if len(archs) < test_size + min(sizes):
         raise HwAwareError(
@@ -248,7 +264,8 @@ def run_compare(
 
         log(f"nn-Meter: predicting {len(test_idx)} held-out and {max(usable)} training architectures")
         rows += nn_meter_rows(nn_meter_dir, space, test_archs, test_y, test_bins, bins, size_px,
-                              [archs[i] for i in train_idx[: max(usable)]], y[train_idx[: max(usable)]], usable)
+                              [archs[i] for i in train_idx[: max(usable)]], y[train_idx[: max(usable)]], usable,
+                              trust_pickles=trust_pickles)
 
     convergence = {}
     pool = [archs[i] for i in train_idx]
@@ -263,11 +280,11 @@ def run_compare(
                                         if c["converged_at"] else f"did not reach {acc_th} within the pool of {c['pool']}"))
 
     table = _markdown(rows, convergence, setting, len(archs), len(test_idx), acc_th, space_name)
-    (out / "compare.md").write_text(table)
+    write_atomically(out / "compare.md", table.encode())
     _write_csv(rows, out / "compare.csv")
-    (out / "compare.json").write_text(json.dumps(
+    write_atomically(out / "compare.json", json.dumps(
         {"setting": setting, "rows": rows, "convergence": convergence, "test_size": len(test_idx)}, indent=1,
-        default=float))
+        default=float).encode())
     curves: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         if r["method"] == "mlp":
@@ -352,11 +369,53 @@ def _markdown(rows: list[dict[str, Any]], convergence: dict[str, Any], setting: 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     import csv
+    import io
 
     fields = [k for k in rows[0] if k != "bin_accuracy"] + ["bin_accuracy"] if rows else []
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({**r, "bin_accuracy": json.dumps(r["bin_accuracy"])})
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "bin_accuracy": json.dumps(r["bin_accuracy"])})
+    write_atomically(path, buffer.getvalue().encode())
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_compare_settings(*, sizes: Sequence[int], encodings: Sequence[str], surrogates: Sequence[str],
+                           test_size: int, bins: int, acc_th: float, initial: int, step: int, seed: int,
+                           input_size: int | None) -> None:
+    """Check the settings of :func:`run_compare`; a one-line error names the parameter."""
+    if not sizes or not all(_is_int(s) and s >= 1 for s in sizes):
+        raise HwAwareError(f"--sizes must list positive integers, got {list(sizes)!r}")
+    for flag, value in (("--test-size", test_size), ("--bins", bins), ("--initial", initial), ("--step", step)):
+        if not _is_int(value) or value < 1:
+            raise HwAwareError(f"{flag} must be a positive integer, got {value!r}")
+    if not _is_int(seed) or seed < 0:
+        raise HwAwareError(f"--seed must be an integer >= 0, got {seed!r}")
+    if input_size is not None and (not _is_int(input_size) or input_size < 1):
+        raise HwAwareError(f"--input-size must be a positive integer, got {input_size!r}")
+    if not isinstance(acc_th, int | float) or isinstance(acc_th, bool) or not 0 < acc_th <= 1:
+        raise HwAwareError(f"--acc-th must be a number in (0, 1], got {acc_th!r}")
+    if not encodings or any(e not in ENCODINGS for e in encodings):
+        raise HwAwareError(f"--encodings must list some of {', '.join(ENCODINGS)}, got {list(encodings)!r}")
+    if not surrogates or any(s not in SURROGATES for s in surrogates):
+        raise HwAwareError(f"--surrogates must list some of {', '.join(SURROGATES)}, got {list(surrogates)!r}")
+
+
+def check_output_folder(out: Path, *, marker: str) -> None:
+    """Refuse an output folder that is a file, the current folder or a parent of it, or a folder of other files.
+
+    A folder may be written into when it is new, empty, or holds ``marker`` (an earlier output of ours).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HwAwareError(f"--out {out} is a file, not a folder; give a folder for the results")
+    resolved, here = out.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise HwAwareError(f"--out {out} is the current folder or a parent of it; give a folder of its own")
+    if out.is_dir() and not (out / marker).is_file() and any(out.iterdir()):
+        raise HwAwareError(f"--out {out} holds other files and no earlier {marker}; give a new or empty folder")
 

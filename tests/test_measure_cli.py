@@ -93,8 +93,8 @@ def test_quality_control_remeasures_on_drift_and_marks_what_stays_off(tmp_path, 
     db = tmp_path / "m.db"
     common = ["measure", "--space", "convnet", "--n", "3", "--input-size", "8", "--runs", "10", "--warmup", "1",
               "--energy", "none", "--qc-every", "2", "--qc-references", "2", "--json", "--quiet"]
-    # a threshold of 0 fails every check that is not bit-identical: the models are measured again, then kept
-    assert main([*common, "--drift", "0", "--db", str(db)]) == 0
+    # a threshold of 1e-12 fails every check that is not bit-identical: the models are measured again, then kept
+    assert main([*common, "--drift", "1e-12", "--db", str(db)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["remeasured"] >= 2 and summary["drift_flagged"] == 3
     with MeasurementStore(db, readonly=True) as store:
@@ -170,7 +170,59 @@ def test_corrupt_database_file(cli, tmp_path):
     db = tmp_path / "m.db"
     db.write_bytes(os.urandom(8192))
     before = db.read_bytes()
-    _one_line_error(cli("measure", "--space", "convnet", "--n", "1", "--input-size", "8", *FAST, "--db", str(db)),
-                    "corrupt or not an SQLite file")
-    _one_line_error(cli("dataset", "export", "--db", str(db)), "corrupt or not an SQLite file")
-    assert db.read_bytes() == before
+    _one_line_error(cli("measure", "--space", "convnet", "--n", "1", "--input-size", "32", *FAST, "--db", str(db)),
+                    "is not an SQLite database")
+    _one_line_error(cli("dataset", "export", "--db", str(db)), "is not an SQLite database")
+    assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.db"]
+
+
+# ------------------------------------------------------------------------------ spaces keyed by content
+def test_custom_space_with_a_shipped_name_stays_apart_and_a_damaged_store_is_recovered(tmp_path, capsys):
+    """Two spaces named convnet in one store (the shipped file and one with another head), then damage."""
+    shipped = load_space("convnet")
+    text = Path(shipped.source).read_text()
+    custom = tmp_path / "convnet_head20.yaml"
+    custom.write_text(text.replace("num_classes: 10", "num_classes: 20"))
+    commented = tmp_path / "convnet_copy.yaml"
+    commented.write_text("# the shipped file with a comment: the same space\n" + text)
+    db = tmp_path / "m.db"
+    common = ["measure", "--n", "2", "--seed", "0", "--input-size", "32", "--runs", "3", "--warmup", "1",
+              "--qc-every", "0", "--energy", "none", "--db", str(db), "--json", "--quiet"]
+    for space, measured in (("convnet", 2), (str(custom), 2), (str(commented), 0)):
+        assert main([*common, "--space", space]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["measured"] == measured and summary["skipped"] == 2 - measured, space
+
+    assert main(["dataset", "export", "--db", str(db)]) == 0
+    df = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert len(df) == 4 and set(df["space"]) == {"convnet"}
+    assert set(df["space_fingerprint"]) == {shipped.fingerprint, load_space(str(custom)).fingerprint}
+    assert main(["dataset", "export", "--db", str(db), "--space", str(custom)]) == 0
+    df = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert len(df) == 2 and set(df["space_fingerprint"]) == {load_space(str(custom)).fingerprint}
+    assert main(["dataset", "export", "--db", str(db), "--space", shipped.fingerprint]) == 0
+    assert len(pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))) == 2
+    assert main(["dataset", "export", "--db", str(db), "--space", "convnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'convnet' matches 2 different spaces" in err and shipped.fingerprint in err
+
+    # garbage over one index page: every command refuses the file, unchanged; recovery keeps every row
+    conn = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
+    page = conn.execute("SELECT pageno FROM dbstat WHERE name='measurements_campaign'").fetchone()[0]
+    conn.close()
+    data = bytearray(db.read_bytes())
+    data[(page - 1) * 4096:page * 4096] = bytes(range(256)) * 16
+    db.write_bytes(bytes(data))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    for argv in ([*common, "--space", "convnet"], ["dataset", "export", "--db", str(db)],
+                 ["dataset", "summary", "--db", str(db)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "is damaged" in err and f"dataset recover --db {db}" in err
+    assert db.read_bytes() == bytes(data) and sorted(p.name for p in tmp_path.iterdir()) == files
+    new = tmp_path / "recovered.db"
+    assert main(["dataset", "recover", "--db", str(db), "--out", str(new)]) == 0
+    assert "4 measurements" in capsys.readouterr().out
+    assert main(["dataset", "summary", "--db", str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "4 measurement(s)" in out and "integrity ok" in out and shipped.fingerprint in out

@@ -52,7 +52,7 @@ def test_official_predictor_folder_names_the_missing_kernel_file(tmp_path):
     (["build", "--out", "x", "--fusion-testcases", "conv_foo"], "fusion test cases must be OP_OP"),
     (["build", "--out", "x", "--space", "nosuch"], "nosuch"),
     (["predict", "--predictor", "nowhere", "--space", "resnet"], "does not exist"),
-    (["predict", "--predictor", "nowhere", "--space", "resnet", "--arch", "{units"], "--arch is neither JSON"),
+    (["predict", "--predictor", "nowhere", "--space", "resnet", "--arch", "{units"], "not valid JSON"),
 ])
 def test_cli_errors_are_one_line(cli, tmp_path, args, message):
     result = cli("nn-meter", *args, cwd=tmp_path)
@@ -71,6 +71,55 @@ def test_register_goes_through_nn_meters_registry(tmp_path):
                              "connect_backend; from nn_meter.builder import builder_config; "
                              "print(list_backends())"], capture_output=True, text=True, env=env, timeout=120)
     assert "* hwaware_onnxruntime" in listed.stdout, listed.stderr
+
+
+def test_register_checks_everything_before_writing_and_keeps_other_entries(tmp_path, monkeypatch):
+    from nn_meter.utils.nn_meter_cli import registry
+
+    from nni_hwaware.nnmeter.backend import register_backends
+
+    config = tmp_path / "config"
+    monkeypatch.setattr(registry, "__user_config_folder__", str(config))
+    with pytest.raises(HwAwareError, match="does not exist"):
+        register_backends(tmp_path / "no" / "meta")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HwAwareError, match="is a file"):
+        register_backends(tmp_path / "file")
+    assert not config.exists() and not (tmp_path / "no").exists()  # nn-Meter's registry untouched
+
+    config.mkdir()
+    (config / "registry.yaml").write_text("backends: {other: {class_name: X}}\nkernels: {k: {a: 1}}\n")
+    assert register_backends(tmp_path / "meta") == ["hwaware_onnxruntime", "hwaware_tensorrt"]
+    data = yaml.safe_load((config / "registry.yaml").read_text())
+    assert set(data["backends"]) == {"other", "hwaware_onnxruntime", "hwaware_tensorrt"}
+    assert data["kernels"] == {"k": {"a": 1}}
+    assert data["backends"]["hwaware_onnxruntime"]["class_name"] == "OnnxRuntimeCPUBackend"
+    assert sorted(p.name for p in (tmp_path / "meta").iterdir()) == ["hwaware_onnxruntime.yaml",
+                                                                      "hwaware_tensorrt.yaml"]
+    (config / "registry.yaml").write_text("backends: [unclosed")
+    with pytest.raises(HwAwareError, match="not valid YAML"):
+        register_backends(tmp_path / "meta")
+    assert (config / "registry.yaml").read_text() == "backends: [unclosed"
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda out: out.write_text("a file"), "is a file"),
+    (lambda out: (out.mkdir(), (out / "thesis.tex").write_text("x")), "holds other files"),
+])
+def test_build_refuses_an_output_that_is_not_ours(tmp_path, setup, message):
+    from nni_hwaware.nnmeter.builder import BuildSettings, NnMeterBuild, check_build_folder
+
+    out = tmp_path / "out"
+    setup(out)
+    with pytest.raises(HwAwareError, match=message):
+        NnMeterBuild(out, BuildSettings())
+    for ours in ("build.json", "workspace"):  # an earlier build (or an empty folder) is resumed
+        folder = tmp_path / ours
+        folder.mkdir()
+        (folder / ours).mkdir() if ours == "workspace" else (folder / ours).write_text("{}")
+        assert check_build_folder(folder) == folder
+    with pytest.raises(HwAwareError, match="current folder"):
+        check_build_folder(Path.cwd().parent)
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +158,12 @@ def test_predictions_profiler_and_constraint_on_our_space(built):
     from nni_hwaware.spaces.nni_space import HwModelSpace, arch_to_sample
 
     out, _ = built
-    estimator = NnMeterEstimator(out, "resnet", input_size=16)
+    estimator = NnMeterEstimator(out, "resnet", input_size=16, trust_pickles=True)  # a folder built here
     archs = sample_architectures(estimator.space, 3, seed=3)
     explained = [estimator.explain(a) for a in archs]
     assert all(e["latency_ms"] > 0 and e["uncovered_kernels"] == [] for e in explained)
     model_space = HwModelSpace("resnet", input_size=16, num_classes=10)
-    profiler = SurrogateProfiler(model_space, str(out))
+    profiler = SurrogateProfiler(model_space, estimator)
     sample = arch_to_sample(model_space.space, archs[0])
     assert profiler.profile(sample) == pytest.approx(explained[0]["latency_ms"])
     middle = sorted(e["latency_ms"] for e in explained)[1]
@@ -141,7 +190,7 @@ def test_compare_adds_nn_meter_rows_on_the_same_held_out_archs(built, esm_built,
     db, _ = esm_built
     report = cli("compare", "--db", str(db), "--space", "resnet", "--sizes", "6", "--test-size", "6", "--bins", "2",
                  "--encodings", "fcc", "--surrogates", "mlp", "--initial", "4", "--step", "2", "--nn-meter", str(out),
-                 "--out", str(tmp_path / "cmp"), timeout=600)
+                 "--trust-pickles", "--out", str(tmp_path / "cmp"), timeout=600)
     assert report.returncode == 0, report.stderr
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
     nn_meter = [r for r in rows if r["method"] == "nn-meter"]

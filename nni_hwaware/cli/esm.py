@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lut", action="store_true",
                    help="also build the lookup table (measures every block in isolation on this machine)")
     p.add_argument("--nn-meter", default=None, metavar="DIR", help="add rows of an nn-Meter predictor built here")
+    p.add_argument("--trust-pickles", action="store_true",
+                   help="load the --nn-meter folder's pickle files (they run code when loaded: only folders you trust)")
     p.add_argument("--qc-strict", action="store_true", help="leave out models whose QC check failed (drift)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for compare.md, compare.csv and plots")
@@ -65,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from nni_hwaware.esm import run_esm, store_backed_measure
+    from nni_hwaware.measure.campaign import check_quality_control
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.runner import make_measurer
     from nni_hwaware.spaces import load_space
@@ -78,6 +81,7 @@ def _build(args: argparse.Namespace) -> int:
         acc_th=args.acc_th, max_samples=args.max_samples, test_size=args.test_size, seed=args.seed,
     )
     config.check()
+    check_quality_control(args.qc_every, 3, 0.03)
     out = check_output_dir(args.out, "esm", "--out")
     store = MeasurementStore(args.db)
     measurer = make_measurer(args.backend, threads=args.threads, protocol=Protocol(runs=args.runs), energy="none")
@@ -180,20 +184,16 @@ the measured data it was built from: `data.jsonl`.
 def _compare(args: argparse.Namespace) -> int:
     from nni_hwaware.compare import run_compare
 
+    # run_compare checks every setting (and the output folder) before it reads or writes anything
     sizes = _int_list(args.sizes, "--sizes")
-    encodings = [e for e in args.encodings.split(",") if e]
-    surrogates = [s for s in args.surrogates.split(",") if s]
-    for e in encodings:
-        if e not in ENCODINGS:
-            raise HwAwareError(f"unknown encoding {e!r} in --encodings; use {', '.join(ENCODINGS)}")
-    for s in surrogates:
-        if s not in ("mlp", "gb", "rf"):
-            raise HwAwareError(f"unknown surrogate {s!r} in --surrogates; use mlp, gb, rf")
-    out = Path(args.out) if args.out else Path("runs") / f"compare-{args.space}"
+    encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
+    surrogates = [s.strip() for s in args.surrogates.split(",") if s.strip()]
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.space).stem}"
     report = run_compare(
         db=args.db, space_name=args.space, input_size=args.input_size, device=args.device, sizes=sizes,
         encodings=encodings, surrogates=surrogates, test_size=args.test_size, bins=args.bins, acc_th=args.acc_th,
-        initial=args.initial, step=args.step, lut=args.lut, nn_meter_dir=args.nn_meter, seed=args.seed, qc_strict=args.qc_strict, out=out,
+        initial=args.initial, step=args.step, lut=args.lut, nn_meter_dir=args.nn_meter, seed=args.seed,
+        qc_strict=args.qc_strict, trust_pickles=args.trust_pickles, out=out,
         log=lambda msg: print(f"[compare] {msg}", file=sys.stderr),
     )
     print(report)

@@ -2,8 +2,10 @@
 
 ``measure --space`` runs a resumable, quality-controlled campaign over the architectures that ``spaces
 sample`` selects with the same arguments; ``measure --onnx`` measures ONNX files as they are. ``dataset
-export`` writes the store as CSV or Parquet; ``dataset import-nni`` collects the results of an nnictl
-measuring experiment (``experiments/measure.yml``).
+export`` writes the store as CSV or Parquet; ``dataset recover`` copies the readable rows of a damaged store
+into a new file; ``dataset import-nni`` collects the results of an nnictl measuring experiment
+(``experiments/measure.yml``). Every argument is checked before the database is opened, so a bad one leaves
+no file behind.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure.backends import BACKENDS, PRECISIONS
@@ -70,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--db", required=True)
     e.add_argument("--format", choices=EXPORT_FORMATS, default=None, help="default: from --out, else csv")
     e.add_argument("--out", default=None, help="file to write (default: stdout, csv only)")
-    e.add_argument("--space", default=None, help="only this space")
+    e.add_argument("--space", default=None,
+                   help="only this space: a name, a space file (matched by content) or a fingerprint")
     e.add_argument("--device", default=None, help="only this device key")
     e.add_argument("--backend", default=None)
     e.add_argument("--input-size", type=int, default=None)
@@ -79,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("summary", help="what the database holds")
     s.add_argument("--db", required=True)
     s.set_defaults(func=_summary)
+    r = sub.add_parser("recover", help="copy every readable row of a damaged database into a new file",
+                       description="Copy every readable row of a damaged measurement database into a new "
+                                   "database file (the damaged file is only read).")
+    r.add_argument("--db", required=True, help="the damaged database")
+    r.add_argument("--out", required=True, help="the new database file (must not exist)")
+    r.set_defaults(func=_recover)
     i = sub.add_parser("import-nni", help="collect the results of an nnictl measuring experiment")
     i.add_argument("experiment_id")
     i.add_argument("--db", required=True)
@@ -90,13 +100,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # -------------------------------------------------------------------------------------------- measure
 def _measure(args: argparse.Namespace) -> int:
+    from nni_hwaware.measure.campaign import check_quality_control
     from nni_hwaware.measure.progress import Progress
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.runner import make_measurer
     from nni_hwaware.store import MeasurementStore
 
+    # every argument is checked before the database is touched: a bad one leaves no file behind
     protocol = Protocol(runs=args.runs, warmup=args.warmup, trim=args.trim, adaptive=args.adaptive,
                         ci_rel_width=args.ci_width, min_runs=args.min_runs)
+    check_quality_control(args.qc_every, args.qc_references, args.drift)
+    _check_db_argument(args.db, write=True)
     if args.space is not None:
         if args.n is None:
             raise HwAwareError("--space needs --n (how many architectures to measure)")
@@ -105,11 +119,12 @@ def _measure(args: argparse.Namespace) -> int:
         space = load_space(args.space)
         size = space.resolve_input_size(args.input_size)
         archs = sample_architectures(space, args.n, seed=args.seed, strategy=args.strategy, bins=args.bins)
-    if args.qc_every < 0 or args.qc_references < 0:
-        raise HwAwareError("--qc-every and --qc-references must be >= 0")
-    # backend first: a missing library fails before the database is touched
+    else:
+        _check_onnx_files(args.onnx)
+    # backend next: a missing library fails before the database is touched
     measurer = make_measurer(args.backend, threads=args.threads, device=args.device, precision=args.precision,
                              protocol=protocol, energy=args.energy, energy_seconds=args.energy_seconds)
+    created = not Path(args.db).exists()
     try:
         with MeasurementStore(args.db) as store:
             if args.space is not None:
@@ -117,6 +132,10 @@ def _measure(args: argparse.Namespace) -> int:
             else:
                 summary = _measure_onnx(args, measurer, store)
             summary["db_rows"] = store.count()
+    except HwAwareError:
+        if created:
+            _remove_if_empty(Path(args.db))
+        raise
     finally:
         measurer.close()
     if args.json:
@@ -125,6 +144,41 @@ def _measure(args: argparse.Namespace) -> int:
         print(" ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in summary.items()
                        if k not in ("device_description", "models")))
     return 0
+
+
+def _check_db_argument(db: str, *, write: bool) -> None:
+    """Fail early on a --db that can never be a database file (the store checks the file's content)."""
+    path = Path(db)
+    if path.is_dir():
+        raise HwAwareError(f"--db {db} is a folder; give a database file name")
+    if path.exists() and not path.is_file():
+        raise HwAwareError(f"--db {db} is not a regular file; give a database file name")
+    if write and not path.exists() and not path.parent.is_dir():
+        raise HwAwareError(f"cannot create database {db}: folder {path.parent} does not exist")
+    if not write and not path.exists():
+        raise HwAwareError(f"database {db} does not exist; measure something into it first")
+
+
+def _check_onnx_files(files: list[str]) -> None:
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise HwAwareError(f"--onnx {name} {what}; give ONNX model files")
+
+
+def _remove_if_empty(db: Path) -> None:
+    """Remove a database this command created when it failed before storing any measurement."""
+    from nni_hwaware.store import MeasurementStore
+
+    try:
+        with MeasurementStore(db, readonly=True) as store:
+            empty = store.count() == 0
+    except HwAwareError:
+        return
+    if empty:
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            path.unlink(missing_ok=True)
 
 
 def _measure_space(args, space, archs, size, measurer, store, progress_cls) -> dict:
@@ -140,7 +194,10 @@ def _measure_space(args, space, archs, size, measurer, store, progress_cls) -> d
         report = campaign.run()
     finally:
         progress.close()
-    summary = {**report.to_dict(), "space": space.name, "input_size": size, "backend": measurer.backend.name,
+    from nni_hwaware.store import space_fingerprint
+
+    summary = {**report.to_dict(), "space": space.name, "space_fingerprint": space_fingerprint(space),
+               "input_size": size, "backend": measurer.backend.name,
                "device": measurer.device_key, "energy_meter": measurer.meter.name if measurer.meter else None}
     if args.adaptive and report.runs_max:
         summary["runs_saved_pct"] = round(100 * report.runs_saved / report.runs_max, 1)
@@ -172,8 +229,12 @@ def _export(args: argparse.Namespace) -> int:
     fmt = args.format or ("parquet" if args.out and args.out.endswith(".parquet") else "csv")
     if fmt == "parquet" and not args.out:
         raise HwAwareError("--format parquet needs --out FILE")
+    if args.out:
+        _check_output_file(args.out)
+    _check_db_argument(args.db, write=False)
+    space = _space_filter(args.space)
     with MeasurementStore(args.db, readonly=True) as store:
-        df = store.dataset(space=args.space, device=args.device, backend=args.backend, input_size=args.input_size,
+        df = store.dataset(space=space, device=args.device, backend=args.backend, input_size=args.input_size,
                            include_outliers=not args.no_outliers)
     if fmt == "csv":
         data = df.to_csv(index=False).encode()
@@ -193,30 +254,68 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output_file(out: str) -> None:
+    """An output file may be replaced; a folder, or a file in a folder that does not exist, may not."""
+    path = Path(out)
+    if path.is_dir():
+        raise HwAwareError(f"--out {out} is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise HwAwareError(f"--out {out} is not a regular file; give a file name")
+    if not path.parent.is_dir():
+        raise HwAwareError(f"cannot write {out}: folder {path.parent} does not exist")
+
+
+def _space_filter(space: str | None) -> Any:
+    """``--space``: a space file (matched by content), or a name or fingerprint the store resolves."""
+    if space is not None and (space.endswith((".yaml", ".yml")) or "/" in space):
+        from nni_hwaware.spaces import load_space
+
+        return load_space(space)
+    return space
+
+
 def _summary(args: argparse.Namespace) -> int:
     from nni_hwaware.store import MeasurementStore
 
+    _check_db_argument(args.db, write=False)
     with MeasurementStore(args.db, readonly=True) as store:
         df = store.dataset()
         print(f"{args.db}: {len(df)} measurement(s), {store.count('measurement_history')} earlier value(s), "
               f"{store.count('qc_checks')} QC row(s), integrity {store.integrity_check()}")
     if len(df):
-        groups = df.groupby(["space", "device", "backend", "input_size"], dropna=False)
+        groups = df.groupby(["space", "space_fingerprint", "device", "backend", "input_size"], dropna=False)
         table = groups.agg(models=("arch", "size"), latency_ms_median=("latency_ms", "median"),
                            energy_mj_median=("energy_mj", "median"), outliers=("outlier", "sum"))
         print(table.to_string())
     return 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from nni_hwaware.store import recover_store
+
+    report = recover_store(args.db, args.out)
+    copied = ", ".join(f"{n} {table}" for table, n in report.copied.items())
+    print(f"recovered into {args.out}: {copied}")
+    if report.damaged_spots or report.dropped or report.missing_tables:
+        print(f"lost: {report.damaged_spots} damaged spot(s) skipped, {report.dropped} row(s) left out because "
+              f"they referenced lost rows" + (f", tables not found: {', '.join(report.missing_tables)}"
+                                              if report.missing_tables else ""))
+    else:
+        print("nothing was lost: every row was readable")
+    return 0
+
+
 def _import_nni(args: argparse.Namespace) -> int:
     from nni_hwaware.measure.nni_import import (
         find_experiment_dir,
-        import_results,
+        parse_results,
         read_results_from_dir,
         read_results_from_rest,
+        store_measurements,
     )
     from nni_hwaware.store import MeasurementStore
 
+    _check_db_argument(args.db, write=True)
     if args.port is not None:
         results = read_results_from_rest(args.port)
         source = f"http://localhost:{args.port}"
@@ -224,11 +323,13 @@ def _import_nni(args: argparse.Namespace) -> int:
         folder = find_experiment_dir(args.experiment_id, args.experiment_dir)
         results = read_results_from_dir(folder)
         source = str(folder)
-    with MeasurementStore(args.db) as store:
-        report = import_results(results, store, args.experiment_id)
-        rows = store.count()
-    if report.trials == 0:
+    # every result is checked before the database is opened: a bad one stores nothing
+    trials, measurements = parse_results(results, args.experiment_id)
+    if trials == 0:
         raise HwAwareError(f"experiment {args.experiment_id} ({source}) has no finished measuring trials yet")
+    with MeasurementStore(args.db) as store:
+        report = store_measurements(trials, measurements, store)
+        rows = store.count()
     print(f"imported {report.imported} measurement(s) from {report.trials} trial(s) of {args.experiment_id} "
           f"({report.already_stored} already stored); {rows} row(s) in {Path(args.db)}")
     return 0

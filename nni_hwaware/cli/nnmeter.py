@@ -4,8 +4,9 @@
   sampling and per-kernel regressors with nn-Meter's builder, profiling on this machine; resumable;
 * ``nn-meter register``: registers our backends with nn-Meter (``nn-meter connect --backend
   hwaware_onnxruntime`` then works with nn-Meter's own CLI);
-* ``nn-meter predict --predictor DIR --space NAME --arch JSON``: nn-Meter's latency of an architecture, from a
-  folder we built or from nn-Meter's official predictor files (``--name cortexA76cpu_tflite21``).
+* ``nn-meter predict --predictor DIR --space NAME --arch JSON --trust-pickles``: nn-Meter's latency of an
+  architecture, from a folder we built or from nn-Meter's official predictor files (``--name
+  cortexA76cpu_tflite21``); nn-Meter's regressors are pickles, loaded only with ``--trust-pickles``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-from nni_hwaware.errors import HwAwareError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_build)
 
     r = sub.add_parser("register", help="register our backends with nn-Meter (~/.nn_meter/config/registry.yaml)")
-    r.add_argument("--meta-dir", default=str(Path.home() / ".nn_meter" / "hwaware"),
-                   help="where the backend meta files are written")
+    r.add_argument("--meta-dir", default=None,
+                   help="folder for the backend meta files (default: ~/.nn_meter/hwaware); its parent must exist")
     r.set_defaults(func=_register)
 
     q = sub.add_parser("predict", help="nn-Meter's latency of architectures of a space")
@@ -57,22 +56,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--space", required=True)
     q.add_argument("--input-size", type=int, default=None)
     q.add_argument("--arch", default=None, help="architecture JSON (default: the space's default)")
+    q.add_argument("--trust-pickles", action="store_true",
+                   help="load the predictor's pickle files (they run code when loaded: only folders you trust)")
     q.set_defaults(func=_predict)
 
 
 def _build(args: argparse.Namespace) -> int:
-    from nni_hwaware.nnmeter.builder import BuildSettings, build_nn_meter_predictor, comma_list
+    from nni_hwaware.nnmeter.builder import (
+        BuildSettings,
+        build_nn_meter_predictor,
+        check_build_folder,
+        comma_list,
+    )
 
+    check_build_folder(args.out)  # before anything is loaded or written
     settings = BuildSettings(
         backend=args.backend, kernels=comma_list(args.kernels), space=args.space, input_size=args.input_size,
         fusion_testcases=comma_list(args.fusion_testcases), init_samples=args.init_samples,
         conv_init_samples=args.conv_init_samples, iterations=args.iterations,
         finegrained_samples=args.finegrained_samples, max_mmacs=args.max_mmacs, runs=args.runs,
         threads=args.threads, seed=args.seed)
+    settings.check()
     if args.space:
         from nni_hwaware.spaces import load_space
 
-        load_space(args.space)  # an unknown space fails now, not after the fusion rules
+        # an unknown space or a bad input size fails now, not after the fusion rules
+        load_space(args.space).resolve_input_size(args.input_size)
     summary = build_nn_meter_predictor(args.out, settings, log=lambda m: print(f"[nn-meter] {m}", file=sys.stderr))
     print(f"nn-Meter predictor in {Path(args.out) / 'predictor'}: {len(summary['kernels'])} kernels, "
           f"{summary['measurements']['total']} models profiled "
@@ -97,13 +106,15 @@ def _predict(args: argparse.Namespace) -> int:
     from nni_hwaware.spaces import load_space
 
     space = load_space(args.space)
+    space.resolve_input_size(args.input_size)  # a bad size fails before the predictor is loaded
     if args.arch is None:
         arch = space.default_architecture()
     else:
-        try:
-            arch = json.loads(Path(args.arch[1:]).read_text() if args.arch.startswith("@") else args.arch)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise HwAwareError(f"--arch is neither JSON nor a readable @FILE: {exc}") from None
-    estimator = NnMeterEstimator(load_nn_meter_predictor(args.predictor, args.name), space, args.input_size)
+        from nni_hwaware.spaces.archjson import read_architecture_argument
+
+        # JSON text or @FILE; validate() refuses NaN, huge or deeply nested JSON with the field's path
+        arch = space.validate(read_architecture_argument(args.arch))
+    predictor = load_nn_meter_predictor(args.predictor, args.name, trust_pickles=args.trust_pickles)
+    estimator = NnMeterEstimator(predictor, space, args.input_size)
     print(json.dumps(estimator.explain(space.validate(arch))))
     return 0

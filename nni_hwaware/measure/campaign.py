@@ -14,11 +14,13 @@ are skipped, and the models of an interrupted run that no check covered yet are 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure.progress import Progress
 from nni_hwaware.measure.runner import Measurer, architecture_model
 from nni_hwaware.store import Measurement, MeasurementStore, space_text, text_hash
@@ -26,6 +28,21 @@ from nni_hwaware.store import Measurement, MeasurementStore, space_text, text_ha
 REFERENCE_SEED = 20240101
 DEFAULT_REFERENCES = 3
 DEFAULT_DRIFT = 0.03
+#: More reference models than this would spend more time checking than measuring.
+MAX_REFERENCES = 20
+
+
+def check_quality_control(qc_every: int, references: int, drift_threshold: float) -> None:
+    """Check the quality-control settings of a campaign; a one-line error names the parameter."""
+    if isinstance(qc_every, bool) or not isinstance(qc_every, int) or qc_every < 0:
+        raise HwAwareError(f"--qc-every must be an integer >= 0 (0 turns quality control off), got {qc_every!r}")
+    if (isinstance(references, bool) or not isinstance(references, int)
+            or not 1 <= references <= MAX_REFERENCES):
+        raise HwAwareError(f"--qc-references must be an integer from 1 to {MAX_REFERENCES}, got {references!r}")
+    if (isinstance(drift_threshold, bool) or not isinstance(drift_threshold, int | float)
+            or not math.isfinite(drift_threshold) or drift_threshold <= 0):
+        raise HwAwareError(f"--drift must be a positive finite number (relative: 0.03 is 3 %), got "
+                           f"{drift_threshold!r}")
 
 
 def reference_architectures(space: Any, count: int = DEFAULT_REFERENCES) -> list[dict]:
@@ -97,6 +114,7 @@ class Campaign:
                  input_size: int, definition: dict[str, Any] | None = None, qc_every: int = 50,
                  references: int = DEFAULT_REFERENCES, drift_threshold: float = DEFAULT_DRIFT,
                  max_remeasure_rounds: int = 2, progress: Progress | None = None) -> None:
+        check_quality_control(qc_every, references, drift_threshold)
         self.space = space
         self.archs = [space.validate(a) for a in archs]
         self.measurer = measurer

@@ -53,7 +53,7 @@ def run_trial(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.runner import make_measurer, measure_architectures_unstored
     from nni_hwaware.spaces import load_space, sample_architectures
-    from nni_hwaware.store import space_text, text_hash
+    from nni_hwaware.store import space_fingerprint, space_text, text_hash
 
     if not 0 <= batch < args.batches:
         raise HwAwareError(f"batch {batch} is outside 0..{args.batches - 1}")
@@ -73,6 +73,7 @@ def run_trial(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         "format": RESULT_FORMAT,
         "space": space.name,
         "space_hash": text_hash(space_text(space)),
+        "space_fingerprint": space_fingerprint(space),
         "batch": batch,
         "batches": args.batches,
         "device_description": measurer.device_description,

@@ -60,18 +60,21 @@ class Protocol:
     check_every: int = 5
 
     def __post_init__(self) -> None:
-        if isinstance(self.runs, bool) or not isinstance(self.runs, int) or self.runs < 1:
-            raise HwAwareError(f"--runs must be a positive integer, got {self.runs!r}")
-        if self.warmup < 0:
-            raise HwAwareError(f"--warmup must be >= 0, got {self.warmup!r}")
-        if not 0 <= self.trim < 0.5:
-            raise HwAwareError(f"--trim must be in [0, 0.5), got {self.trim!r}")
-        if not 0 < self.ci_rel_width < 1:
-            raise HwAwareError(f"--ci-width must be in (0, 1), got {self.ci_rel_width!r}")
-        if not 0.5 <= self.confidence < 1:
-            raise HwAwareError(f"--confidence must be in [0.5, 1), got {self.confidence!r}")
-        if self.min_runs < 3 or self.check_every < 1:
-            raise HwAwareError("--min-runs must be >= 3 and check_every >= 1")
+        for flag, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0),
+                                 ("--min-runs", self.min_runs, 3), ("check_every", self.check_every, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise HwAwareError(f"{flag} must be an integer >= {low}, got {value!r}")
+        for flag, value, low, high, closed in (("--trim", self.trim, 0.0, 0.5, True),
+                                               ("--ci-width", self.ci_rel_width, 0.0, 1.0, False),
+                                               ("confidence", self.confidence, 0.5, 1.0, True)):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and (
+                low <= value < high if closed else low < value < high)
+            if not ok:
+                interval = f"[{low:g}, {high:g})" if closed else f"({low:g}, {high:g})"
+                raise HwAwareError(f"{flag} must be a number in {interval}, got {value!r}")
+        if self.adaptive and self.min_runs > self.runs:
+            raise HwAwareError(f"--min-runs ({self.min_runs}) exceeds --runs ({self.runs}); the adaptive mode "
+                               "needs --min-runs <= --runs")
 
     def to_dict(self) -> dict:
         """JSON-able form, stored with every measurement."""

@@ -7,6 +7,7 @@ reusing whatever the store already holds.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,13 @@ class ModelResult:
     power_w: float | None = None
     idle_power_w: float | None = None
     energy_extra: dict[str, Any] | None = None
+
+
+def check_positive(value: Any, flag: str) -> float:
+    """``value`` as a float if it is a finite number above 0, else a one-line error naming ``flag``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise HwAwareError(f"{flag} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 class Measurer:
@@ -65,6 +73,9 @@ class Measurer:
     def __init__(self, backend: Backend, protocol: Protocol | None = None, meter: EnergyMeter | None = None, *,
                  energy_seconds: float = 2.0, idle_seconds: float = 2.0,
                  outlier_cv: float = DEFAULT_OUTLIER_CV) -> None:
+        check_positive(energy_seconds, "--energy-seconds")
+        check_positive(idle_seconds, "idle_seconds")
+        check_positive(outlier_cv, "outlier_cv")
         self.backend = backend
         self.protocol = protocol or Protocol()
         self.meter = meter
@@ -139,6 +150,8 @@ def make_measurer(backend: str | Backend = "onnxruntime", *, threads: int = 1, d
                   precision: str = "fp32", protocol: Protocol | None = None, energy: str = "auto",
                   energy_seconds: float = 2.0, idle_seconds: float = 2.0) -> Measurer:
     """A :class:`Measurer` from names (what the CLI and the NNI trial use)."""
+    check_positive(energy_seconds, "--energy-seconds")  # before a backend or meter is set up
+    check_positive(idle_seconds, "idle_seconds")
     if isinstance(backend, str):
         backend = get_backend(backend, threads=threads, device=device, precision=precision)
     meter = create_meter(energy, backend.accelerator)

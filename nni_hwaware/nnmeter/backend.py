@@ -6,8 +6,9 @@ parser (turns that output into ``ProfiledResults``). The backends here run the O
 implementation produces with our :class:`~nni_hwaware.measure.runner.Measurer` (onnxruntime on CPU, or TensorRT
 on NVIDIA GPUs), so nn-Meter's kernels are timed with exactly the protocol our architectures are timed with.
 
-They are registered through nn-Meter's own mechanism (``nn-meter register --backend META``, which writes
-``~/.nn_meter/config/registry.yaml``); :func:`register_backends` writes the meta files and calls it.
+They are registered the way nn-Meter's own ``nn-meter register --backend META`` does it (an entry in
+``~/.nn_meter/config/registry.yaml``); :func:`register_backends` checks everything first, then writes the meta
+files and the registry, each atomically.
 """
 
 from __future__ import annotations
@@ -126,30 +127,72 @@ def backend_for(name: str, config: dict[str, Any] | None = None) -> BaseBackend:
     return classes[key](config or {})
 
 
-def register_backends(folder: str | Path) -> list[str]:
+def default_meta_dir() -> Path:
+    """Where ``nn-meter register`` writes the backend meta files by default."""
+    return Path.home() / ".nn_meter" / "hwaware"
+
+
+def register_backends(folder: str | Path | None = None) -> list[str]:
     """Register our backends with nn-Meter (``~/.nn_meter/config/registry.yaml``), as ``nn-meter register`` does.
 
-    Writes one meta file per backend into ``folder`` and passes it to nn-Meter's own ``register_module``.
-    Afterwards ``nn-meter connect --backend hwaware_onnxruntime`` and nn-Meter's ``connect_backend`` find them.
+    Writes one meta file per backend into ``folder`` (default :func:`default_meta_dir`, created with its
+    parents; a folder given must exist or have an existing parent) and records both backends in nn-Meter's
+    registry the way nn-Meter's ``register_module`` does. Everything is checked first: a bad folder or an
+    unreadable registry raises a one-line error with nothing written, and each file is written atomically, the
+    registry once. Afterwards ``nn-meter connect --backend hwaware_onnxruntime`` and ``connect_backend`` find
+    them.
     """
-    import os
-
     import yaml
-    from nn_meter.utils.nn_meter_cli.registry import __user_config_folder__, register_module
+    from nn_meter.utils.nn_meter_cli import registry as nn_meter_registry
 
     import nni_hwaware
+    from nni_hwaware.spaces.export import write_atomically
 
-    os.makedirs(__user_config_folder__, exist_ok=True)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    meta_dir = default_meta_dir() if folder is None else Path(folder)
+    config_dir = Path(nn_meter_registry.__user_config_folder__)  # read now: tests point it elsewhere
+    registry_file = config_dir / nn_meter_registry.__registry_cfg_filename__
+    _check_meta_dir(meta_dir, must_have_parent=folder is not None)
+    registry = _read_registry(config_dir, registry_file)
     package_location = str(Path(nni_hwaware.__file__).resolve().parent.parent)
-    names = []
-    for name, cls in (("hwaware_onnxruntime", OnnxRuntimeCPUBackend), ("hwaware_tensorrt", TensorRTBackend)):
-        meta = folder / f"{name}.yaml"
-        meta.write_text(yaml.safe_dump({
-            "builtin_name": name, "package_location": package_location, "class_module": __name__,
-            "class_name": cls.__name__, "defaultConfigFile": None,
-        }))
-        register_module("backends", str(meta))
-        names.append(name)
-    return names
+    metas = {name: {"builtin_name": name, "package_location": package_location, "class_module": __name__,
+                    "class_name": cls.__name__, "defaultConfigFile": None}
+             for name, cls in (("hwaware_onnxruntime", OnnxRuntimeCPUBackend), ("hwaware_tensorrt", TensorRTBackend))}
+    try:
+        meta_dir.mkdir(parents=True, exist_ok=True)
+        config_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HwAwareError(f"cannot create {exc.filename}: {exc.strerror}; choose a writable --meta-dir") from None
+    for name, meta in metas.items():
+        write_atomically(meta_dir / f"{name}.yaml", yaml.safe_dump(meta).encode())
+        # what nn-Meter's register_module records: the meta data without its name, under the name
+        registry.setdefault("backends", {})[name] = {k: v for k, v in meta.items() if k != "builtin_name"}
+    write_atomically(registry_file, yaml.dump(registry).encode())
+    return list(metas)
+
+
+def _check_meta_dir(meta_dir: Path, *, must_have_parent: bool) -> None:
+    if meta_dir.exists() and not meta_dir.is_dir():
+        raise HwAwareError(f"--meta-dir {meta_dir} is a file, not a folder; give a folder for the meta files")
+    if must_have_parent and not meta_dir.exists() and not meta_dir.parent.is_dir():
+        raise HwAwareError(f"--meta-dir {meta_dir}: folder {meta_dir.parent} does not exist; create it or give "
+                           "another folder")
+
+
+def _read_registry(config_dir: Path, registry_file: Path) -> dict[str, Any]:
+    """nn-Meter's registry as a mapping (empty if there is none yet), or a one-line error if it is unusable."""
+    import yaml
+
+    if config_dir.exists() and not config_dir.is_dir():
+        raise HwAwareError(f"nn-Meter's configuration folder {config_dir} is a file; move it away")
+    if not registry_file.exists():
+        return {}
+    try:
+        data = yaml.safe_load(registry_file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise HwAwareError(f"nn-Meter's registry {registry_file} is unreadable or not valid YAML; fix or remove "
+                           "it") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise HwAwareError(f"nn-Meter's registry {registry_file} is not a mapping of module types; fix or remove it")
+    return data

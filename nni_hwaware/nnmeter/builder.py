@@ -26,13 +26,16 @@ Two parts of nn-Meter 2.0 do not run on the current stack; what we do instead:
 The build is resumable: every generated model list and profiled result is written into nn-Meter's
 workspace as it goes, and running the same command again skips what is already profiled.
 The result (``DIR/predictor``) is an nn-Meter predictor folder: one ``<kernel>.pkl`` per kernel plus
-``fusion_rules.json``, and ``DIR/predictor.yaml`` for ``nn-meter register --predictor``. The ``.pkl`` files
-are nn-Meter's format (pickled scikit-learn models): load only predictor folders you built or trust.
+``fusion_rules.json``, ``DIR/predictor.yaml`` for ``nn-meter register --predictor``, and ``DIR/predictor.json``
+declaring the kind ``nn_meter`` (so the folder loads by its kind wherever a predictor folder does). The ``.pkl``
+files are nn-Meter's format (pickled scikit-learn models): they load only with an explicit opt-in
+(``trust_pickles``), and only from folders you built or trust.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 import zlib
@@ -101,13 +104,26 @@ class BuildSettings:
     seed: int = 0
 
     def check(self) -> None:
+        """Check every setting (a one-line error names the parameter); nothing is read or written."""
         if self.backend not in ("onnxruntime", "tensorrt"):
             raise HwAwareError(f"--backend must be onnxruntime or tensorrt, got {self.backend!r}")
         unknown = [k for k in self.kernels if k not in ALL_KERNELS]
         if unknown:
             raise HwAwareError(f"unknown nn-Meter kernels {unknown}; choose from {', '.join(ALL_KERNELS)}")
-        if min(self.init_samples, self.conv_init_samples) < 5:
-            raise HwAwareError("at least 5 samples per kernel are needed (nn-Meter holds out 20 % to test)")
+        # nn-Meter holds out 20 % of a kernel's samples to test: fewer than 5 leaves no test sample
+        for flag, value, low in (("--init-samples", self.init_samples, 5),
+                                 ("--conv-init-samples", self.conv_init_samples, 5),
+                                 ("--iterations", self.iterations, 1),
+                                 ("--finegrained-samples", self.finegrained_samples, 1),
+                                 ("--runs", self.runs, 1), ("--threads", self.threads, 1), ("--seed", self.seed, 0),
+                                 ("detect_samples", self.detect_samples, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise HwAwareError(f"{flag} must be an integer >= {low}, got {value!r}")
+        for flag, value in (("--max-mmacs", self.max_mmacs), ("error_threshold", self.error_threshold)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise HwAwareError(f"{flag} must be a positive finite number, got {value!r}")
+        if self.input_size is not None and not self.space:
+            raise HwAwareError("--input-size needs --space (it is the input size of that space's architectures)")
         from nn_meter.builder.backend_meta.fusion_rule_tester.utils import __BUILTIN_OPERATORS__
 
         bad = [c for c in self.fusion_testcases
@@ -115,8 +131,32 @@ class BuildSettings:
         if bad:
             raise HwAwareError(f"fusion test cases must be OP_OP with nn-Meter operators "
                                f"({', '.join(__BUILTIN_OPERATORS__)}); got {bad}")
-        if self.iterations < 1 or self.runs < 1 or self.threads < 1:
-            raise HwAwareError("--iterations, --runs and --threads must be at least 1")
+
+
+#: What marks a folder as an nn-Meter build of ours (resumed rather than refused).
+BUILD_MARKERS = ("build.json", "backend_config.yaml", "workspace", "predictor.json")
+
+
+def check_build_folder(out: str | Path) -> Path:
+    """Refuse an output folder a build must not write into; returns it as a path.
+
+    A build writes into ``out`` (and resumes there): it may be new, empty, or an earlier build of ours; never a
+    file, the current folder or a parent of it, or a folder of other files.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HwAwareError(f"--out {out} is a file, not a folder; give a folder for the nn-Meter build")
+    resolved, here = out.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise HwAwareError(f"--out {out} is the current folder or a parent of it; give a folder of its own")
+    from nni_hwaware.artifacts import declared_kind
+
+    if (out / "predictor.json").exists() and declared_kind(out) != "nn_meter":
+        raise HwAwareError(f"--out {out} holds a predictor of another kind; give a new or empty folder")
+    if out.is_dir() and not any((out / m).exists() for m in BUILD_MARKERS) and any(out.iterdir()):
+        raise HwAwareError(f"--out {out} holds other files and no earlier nn-Meter build; give a new or empty "
+                           "folder")
+    return out
 
 
 def _kernel_mmacs(config: dict[str, Any]) -> float:
@@ -159,7 +199,7 @@ class NnMeterBuild:
 
     def __init__(self, out: str | Path, settings: BuildSettings, log: Callable[[str], None] = print) -> None:
         settings.check()
-        self.out = Path(out)
+        self.out = check_build_folder(out)
         self.settings = settings
         self.log = log
         self.workspace = self.out / "workspace"
@@ -178,7 +218,7 @@ class NnMeterBuild:
         if not (configs / "predictorbuild_config.yaml").is_file():
             self.workspace.mkdir(parents=True, exist_ok=True)
             backend_file = self.out / "backend_config.yaml"
-            backend_file.write_text(yaml.safe_dump({
+            _write(backend_file, yaml.safe_dump({
                 "THREADS": self.settings.threads, "RUNS": self.settings.runs, "WARMUP": 5, "PRECISION": "fp32",
                 "DEVICE": None,
             }))
@@ -190,7 +230,7 @@ class NnMeterBuild:
                     data["OTHER_TESTCASES"] = None  # MultipleOutNodes is not implemented for torch in 2.0
                     if self.settings.fusion_testcases:
                         data["BASIC_TESTCASES"] = list(self.settings.fusion_testcases)
-                (configs / name).write_text(yaml.safe_dump(data))
+                _write(configs / name, yaml.safe_dump(data))
         builder_config.init(str(self.workspace))
 
     def backend(self) -> Any:
@@ -260,7 +300,7 @@ class NnMeterBuild:
                 except Exception as exc:  # an operator pair nn-Meter's torch implementation cannot build
                     failed.append(f"{name}: {type(exc).__name__}: {exc}")
             (ws / "results").mkdir(parents=True, exist_ok=True)
-            (ws / "results" / "testcase_errors.log").write_text("\n".join(failed))
+            _write(ws / "results" / "testcase_errors.log", "\n".join(failed))
             from nni_hwaware.spaces.export import write_atomically
 
             write_atomically(cases_file, json.dumps(testcases, indent=1).encode())
@@ -274,7 +314,7 @@ class NnMeterBuild:
         fused = sorted(k for k, v in rules.items() if v.get("obey"))
         self.log(f"nn-meter fusion rules: {len(fused)} of {len(rules)} operator pairs fuse: {', '.join(fused)}")
         self.predictor_dir.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(rules, indent=1))
+        _write(target, json.dumps(rules, indent=1))
         return rules
 
     # ------------------------------------------------------------------ kernels
@@ -376,8 +416,7 @@ class NnMeterBuild:
         predictor, _, _ = build_predictor_by_data(kernel, data, REGRESSOR_PROFILE, mark="final", save_path=None,
                                                   final_predictor=True)
         self.predictor_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.predictor_dir / f"{kernel}.pkl", "wb") as fp:
-            pickle.dump(predictor, fp)
+        _write(self.predictor_dir / f"{kernel}.pkl", pickle.dumps(predictor))
         return {"kernel": kernel, "samples": len(data[kernel]), "iterations": history}
 
     # ------------------------------------------------------------------ all
@@ -408,11 +447,15 @@ class NnMeterBuild:
             results[kernel] = self.build_kernel(kernel)
             self._write_summary(summary_file, rules, results, previous, t0, fusion_models)
         summary = self._write_summary(summary_file, rules, results, previous, t0, fusion_models)
-        (self.out / "predictor.yaml").write_text(yaml.safe_dump({
+        _write(self.out / "predictor.yaml", yaml.safe_dump({
             "name": f"hwaware_{self.settings.backend}_{self.out.name}", "version": 1.0,
             "category": "cpu" if self.settings.backend == "onnxruntime" else "gpu",
             "package_location": str(self.predictor_dir.resolve()), "kernel_predictors": sorted(results),
         }))
+        _write(self.out / "predictor.json", json.dumps({
+            "kind": "nn_meter", "version": 1, "backend": self.settings.backend, "kernels": sorted(results),
+            "files": "predictor/<kernel>.pkl (pickles: load with trust_pickles) and predictor/fusion_rules.json",
+        }, indent=1).encode())
         return summary
 
     def _write_summary(self, path: Path, rules: dict[str, Any], results: dict[str, Any], previous: dict[str, Any],
@@ -438,6 +481,13 @@ def build_nn_meter_predictor(out: str | Path, settings: BuildSettings, log: Call
                              ) -> dict[str, Any]:
     """Run (or resume) an nn-Meter predictor build; see :class:`NnMeterBuild`."""
     return NnMeterBuild(out, settings, log).run()
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    """Write a build file atomically: an interrupted build never leaves half a file to resume from."""
+    from nni_hwaware.spaces.export import write_atomically
+
+    write_atomically(path, data.encode() if isinstance(data, str) else data)
 
 
 def comma_list(names: Sequence[str] | str | None) -> list[str]:
