@@ -61,8 +61,8 @@ class JetsonNanoPredictor:
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
     ...                           torch.nn.Linear(64 * 32 * 32, 10))
     >>> result = predictor.predict_module(net, (1, 3, 32, 32))
-    >>> sorted(result)[:3]
-    ['energy_interval', 'energy_mj', 'in_distribution']
+    >>> {"latency_ms", "energy_mj", "latency_interval", "in_distribution"} <= set(result)
+    True
     """
 
     def __init__(self, folder: str | Path | None = None) -> None:
