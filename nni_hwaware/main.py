@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except HwAwareError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except KeyboardInterrupt:  # run_experiment has stopped the experiment already
+        sys.stderr.write("interrupted\n")
+        return 130
     print(format_report(report))
     return 0 if report["rows"] else 1
 

@@ -126,9 +126,8 @@ def local_cpu_config(tmp_path: Path, out: Path, db: Path, budget: float, **overr
     config = yaml.safe_load((REPO / "experiments" / "local_cpu.yml").read_text())
     args = config["tuner"]["classArgs"]
     command = config["trialCommand"]
-    for old, new in ((f"--predictor {args['predictor']}", f"--predictor {out}"), ("--input-size 32", "--input-size 8"),
-                     (f"--latency-budget-ms {args['latency_budget_ms']}", f"--latency-budget-ms {budget}"),
-                     (f"--db {args['refit_db']}", f"--db {db}"), ("--runs 50", "--runs 5"),
+    # the space, predictor, input size and budget are in classArgs only: the tuner sends them to the trials
+    for old, new in ((f"--db {args['refit_db']}", f"--db {db}"), ("--runs 50", "--runs 5"),
                      ("--accuracy digits", "--accuracy synflow")):
         assert old in command, old
         command = command.replace(old, new)

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas import Budget, HardwareFilter, HardwarePredictor, SurrogateProfiler
+from nni_hwaware.nas import Budget, HardwareFilter, HardwarePredictor, HardwareSettings, SurrogateProfiler
+from nni_hwaware.nas.constraints import HARDWARE_KEY
 from nni_hwaware.nas.experiment import load_config, pareto_front, preflight
 from nni_hwaware.nas.hardware import HardwareEstimate, sibling_path
 from nni_hwaware.nas.tuner import HardwareAwareTuner
@@ -58,9 +59,27 @@ def test_budget_verdicts_use_margin_and_intervals():
     assert budget.check(straddles).ok and budget.check(straddles).uncertain == ["latency_ms"]
     ood = HardwareEstimate("d", 1.0, (0.9, 1.1), 1.0, (0.9, 1.1), in_distribution=False)
     assert budget.check(ood).uncertain == ["latency_ms", "energy_mj"]
-    for bad, message in (({}, "latency"), ({"latency_ms": -1}, "positive"), ({"latency_ms": 1, "margin": 1}, "margin")):
+    for bad, message in (({}, "latency"), ({"latency_ms": -1}, "positive"), ({"latency_ms": 1, "margin": 1}, "margin"),
+                         ({"latency_ms": "fast"}, "positive number"), ({"latency_ms": float("inf")}, "positive"),
+                         ({"latency_ms": float("nan")}, "positive"), ({"latency_ms": 1, "margin": "tight"}, "margin"),
+                         ({"energy_mj": True}, "positive number")):
         with pytest.raises(HwAwareError, match=message):
             Budget(**bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_estimate_is_an_error_never_within_budget(bad):
+    budget = Budget(latency_ms=10.0, energy_mj=20.0)
+    for metric in ("latency_ms", "energy_mj"):
+        estimate = HardwareEstimate("h", 5.0, (4.0, 6.0), 10.0, (9.0, 11.0), predictor="esm")
+        setattr(estimate, metric, bad)  # as a broken predictor would leave it
+        with pytest.raises(HwAwareError, match=f"non-finite {metric}.*rebuild or retrain"):
+            budget.check(estimate)
+    # and an estimate is refused where it is made
+    with pytest.raises(HwAwareError, match="esm predictor returned a non-finite latency_ms"):
+        HardwareEstimate("h", bad, (1.0, 2.0), predictor="esm")
+    with pytest.raises(HwAwareError, match="non-finite energy_mj"):
+        HardwareEstimate("h", 1.0, (1.0, 2.0), 3.0, (bad, 4.0))
 
 
 def test_filter_accepts_exactly_the_architectures_within_budget(jetson, estimates):
@@ -90,6 +109,7 @@ def test_tuner_emits_only_candidates_within_budget(jetson):
     tuner.update_search_space(hpo_search_space(space))
     for pid in range(4):
         params = tuner.generate_parameters(pid)
+        assert params.pop(HARDWARE_KEY)["latency_budget_ms"] == 30.0
         est = jetson.estimate(arch_from(space, params))
         assert est.latency_ms <= 27.0 and est.energy_mj <= 72.0
         tuner.receive_trial_result(pid, params, {"default": 0.5, "latency_ms": est.latency_ms})
@@ -116,11 +136,62 @@ def test_tuner_stops_on_a_budget_nothing_meets():
         tuner.generate_parameters(1)
 
 
-def test_tuner_rejects_bad_settings():
+def test_tuner_rejects_bad_settings(caplog):
     with pytest.raises(HwAwareError, match="tuner must be one of"):
         HardwareAwareTuner("convnet", "jetson_nano", latency_budget_ms=1.0, tuner="SMAC")
+    with pytest.raises(HwAwareError, match="latency_budget_ms must be a positive number"):
+        HardwareAwareTuner("convnet", "jetson_nano", latency_budget_ms="fast")
+    with pytest.raises(HwAwareError, match="patience must be a whole number"):
+        HardwareAwareTuner("convnet", "jetson_nano", latency_budget_ms=1.0, patience=0)
+    # what needs loading fails in the background; NNI drops exceptions of tuner calls (the experiment would hang
+    # RUNNING), so the search ends instead (no more trials) with the reason in the log, and ready() raises it
+    missing = HardwareAwareTuner("convnet", "predictors/nowhere", latency_budget_ms=1.0)
+    missing.update_search_space(hpo_search_space(load_space("convnet")))
+    with pytest.raises(nni.NoMoreTrialError, match="the tuner could not start: predictor .* not found"):
+        missing.generate_parameters(0)
+    assert missing.generate_multiple_parameters([1, 2]) == []  # what NNI's dispatcher calls
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("nni-hwaware:")] == [
+        f"nni-hwaware: {missing.failure}; no more trials."]
     with pytest.raises(HwAwareError, match="not found"):
-        HardwareAwareTuner("convnet", "predictors/nowhere", latency_budget_ms=1.0)
+        missing.ready()
+    typo = HardwareAwareTuner("convnet", "jetson_nano", latency_budget_ms=30.0, tuner_args={"optimise_mode": "max"})
+    with pytest.raises(HwAwareError, match="not accepted by NNI's TPE tuner"):
+        typo.ready()
+
+
+def test_a_non_finite_estimate_ends_the_search(caplog):
+    tuner = HardwareAwareTuner("convnet", "jetson_nano", latency_budget_ms=30.0, tuner="Random",
+                               tuner_args={"seed": 0})
+    tuner.update_search_space(hpo_search_space(load_space("convnet")))
+    tuner.predictor.estimate_many = lambda archs: [_nan_estimate()]  # a predictor whose weights went bad
+    with pytest.raises(nni.NoMoreTrialError, match="non-finite latency_ms"):
+        tuner.generate_parameters(0)
+    assert tuner.accepted == 0 and "rebuild or retrain" in tuner.failure
+    assert any("nni-hwaware:" in r.getMessage() and "non-finite" in r.getMessage() for r in caplog.records)
+
+
+def _nan_estimate() -> HardwareEstimate:
+    estimate = HardwareEstimate("h", 1.0, (0.5, 1.5), predictor="jetson_nano")
+    estimate.latency_ms = float("nan")
+    return estimate
+
+
+def test_tuner_sends_its_hardware_settings_and_keeps_them_from_the_inner_tuner(jetson):
+    tuner = HardwareAwareTuner("convnet", "predictors/jetson_nano", latency_budget_ms=30.0, energy_budget_mj=80.0,
+                               margin=0.1, tuner="Evolution", tuner_args={"optimize_mode": "maximize", "population_size": 4})
+    tuner.update_search_space(hpo_search_space(load_space("convnet")))
+    params = tuner.generate_parameters(7)
+    hardware = params[HARDWARE_KEY]
+    assert hardware == {"space": "convnet", "predictor": "predictors/jetson_nano", "latency_budget_ms": 30.0,
+                        "energy_budget_mj": 80.0, "margin": 0.1, "input_size": 50, "trust_nn_meter_pickles": False,
+                        "predictor_folder": str(jetson.folder.resolve())}
+    inner_id, inner_params = tuner._inner_of[7]
+    assert HARDWARE_KEY not in inner_params and {**inner_params, HARDWARE_KEY: hardware} == params
+    # NNI hands back what the tuner emitted; Evolution would choke on the extra key if it reached it
+    tuner.receive_trial_result(7, params, 0.5)
+    tuner.trial_end(7, True)
+    tuner.import_data([{"parameter": params, "value": 0.4}])
+    assert HardwareSettings.from_mapping(hardware).budget() == Budget(30.0, 80.0, 0.1)
 
 
 def test_pareto_front():
@@ -144,6 +215,7 @@ def _quickstart(tmp_path: Path, **changes) -> Path:
     config["tuner"]["codeDirectory"] = str(REPO)
     for key, value in changes.items():
         if key == "trialCommand":
+            assert value[0] in config["trialCommand"], value
             config["trialCommand"] = config["trialCommand"].replace(*value)
         else:
             config["tuner"]["classArgs"][key] = value
@@ -167,15 +239,18 @@ def test_quickstart_passes_preflight(tmp_path):
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"predictor": "predictors/missing"}, "not found"),
-    ({"latency_budget_ms": 0.001, "trialCommand": ("--latency-budget-ms 30", "--latency-budget-ms 0.001")},
-     "no architecture among 40 random ones"),
-    ({"trialCommand": ("--energy-budget-mj 80", "--energy-budget-mj 90")}, "keep them in step"),
-    ({"space": "resnet", "trialCommand": ("--space convnet", "--space resnet")}, "not the nnictl search space"),
+    ({"latency_budget_ms": 0.001}, "no architecture among 40 random ones"),
+    ({"trialCommand": ("--accuracy digits", "--accuracy digits --energy-budget-mj 90")},
+     "trialcommand gives --energy-budget-mj: state energy_budget_mj once, in the tuner's classargs"),
+    ({"trialCommand": ("--accuracy digits", "--input-size 32 --accuracy digits")}, "state input_size once"),
+    ({"space": "resnet"}, "not the nnictl search space"),
+    ({"refit_every": 2, "refit_db": "runs/m.db"}, "refit_every refits an esm predictor"),
 ])
 def test_preflight_refuses_bad_configs(tmp_path, changes, message):
     path = _quickstart(tmp_path, **changes)
-    with pytest.raises(HwAwareError, match=message):
+    with pytest.raises(HwAwareError) as caught:
         preflight(load_config(path), path.parent, samples=40)
+    assert message.lower() in str(caught.value).lower()
 
 
 def test_nas_check_cli(tmp_path, cli):
@@ -186,3 +261,24 @@ def test_nas_check_cli(tmp_path, cli):
     ok = cli("nas", "check", "--config", str(QUICKSTART), "--samples", "20")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["predictor"]["kind"] == "jetson_nano"
+
+
+def test_trial_judges_its_network_against_the_settings_the_tuner_sent(jetson, estimates):
+    from nni_hwaware.nas.trial import build_parser, evaluate
+
+    archs, ests = estimates
+    arch, est = archs[0], ests[0]
+    params = arch_to_hpo_params(jetson.space, arch)
+    args = build_parser().parse_args(["--accuracy", "synflow"])
+    for limit, within in ((est.latency_ms * 2, True), (est.latency_ms / 2, False)):
+        hardware = {"space": "convnet", "predictor": "jetson_nano", "latency_budget_ms": limit,
+                    "predictor_folder": str(jetson.folder)}
+        got, result = evaluate(args, {**params, HARDWARE_KEY: hardware})
+        assert got == jetson.space.validate(arch) and result["within_budget"] is within
+        assert result["latency_ms"] == pytest.approx(est.latency_ms)
+        # surely over budget under the surrogate: not trained (out of distribution, it is not sure)
+        sure_over = not within and Budget(latency_ms=limit).check(est).decided
+        assert result["accuracy_method"] == ("skipped: over budget" if sure_over else "synflow")
+    # the settings come from one place: the tuner's, or (by hand) the options, never both
+    with pytest.raises(HwAwareError, match="state latency_budget_ms once"):
+        evaluate(build_parser().parse_args(["--latency-budget-ms", "5"]), {**params, HARDWARE_KEY: hardware})

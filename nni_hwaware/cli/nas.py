@@ -1,4 +1,8 @@
-"""``nni-hwaware nas ...``: run and check hardware-aware nnictl experiments."""
+"""``nni-hwaware nas ...``: run and check hardware-aware nnictl experiments.
+
+Option values are checked by the library (:func:`~nni_hwaware.nas.experiment.run_experiment`,
+:func:`~nni_hwaware.nas.experiment.preflight`), so the Python API refuses the same values with the same messages.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/nas"), help="output folder")
     p.add_argument("--port", type=int, default=None, help="web UI port (default 8080, or a free one)")
     p.add_argument("--trials", type=int, default=None, help="override maxTrialNumber")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the experiment")
+    p.add_argument("--timeout", type=float, default=3600,
+                   help="seconds to wait for the experiment (a failed or unfinished one is stopped)")
     p.add_argument("--stop", action="store_true", help="stop the experiment when done")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run)

@@ -8,18 +8,39 @@
 * :mod:`~nni_hwaware.nas.fallback` measures on the real target when the surrogate cannot decide.
 * :mod:`~nni_hwaware.nas.tuner` and :mod:`~nni_hwaware.nas.trial` are the nnictl path;
   :mod:`~nni_hwaware.nas.accuracy` the offline accuracy estimates the trials report.
+
+The names below are imported on first use (PEP 562): NNI imports this package before it can start the tuner
+(``nni_hwaware.nas.tuner``), and its manager gives the tuner 10 seconds to connect; importing torch and
+``nni.nas`` here would spend most of them.
 """
 
-from nni_hwaware.nas.constraints import Budget, HardwareFilter, Verdict
-from nni_hwaware.nas.hardware import HardwareEstimate, HardwarePredictor, resolve_predictor_dir
-from nni_hwaware.nas.profiler import SurrogateProfiler
+from __future__ import annotations
 
-__all__ = [
-    "Budget",
-    "HardwareEstimate",
-    "HardwareFilter",
-    "HardwarePredictor",
-    "SurrogateProfiler",
-    "Verdict",
-    "resolve_predictor_dir",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Budget": "nni_hwaware.nas.constraints",
+    "HardwareFilter": "nni_hwaware.nas.constraints",
+    "HardwareSettings": "nni_hwaware.nas.constraints",
+    "Verdict": "nni_hwaware.nas.constraints",
+    "HardwareEstimate": "nni_hwaware.nas.hardware",
+    "HardwarePredictor": "nni_hwaware.nas.hardware",
+    "resolve_predictor_dir": "nni_hwaware.nas.hardware",
+    "SurrogateProfiler": "nni_hwaware.nas.profiler",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name from its module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

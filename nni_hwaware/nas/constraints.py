@@ -1,30 +1,57 @@
-"""Latency/energy budgets and the NNI strategy middleware that keeps a multi-trial search within them.
+"""Latency/energy budgets, the hardware settings a search shares with its trials, and the NNI strategy middleware
+that keeps a multi-trial search within the budget.
 
 A :class:`Budget` holds limits on latency (ms) and/or energy (mJ) and a safety margin: an architecture passes
 when every estimated value is at most ``limit * (1 - margin)``. The verdict also says whether the surrogate is
 *sure*: it is not when the 90 % interval straddles the effective limit or the architecture is out of the
-predictor's distribution; :mod:`nni_hwaware.nas.fallback` measures those on the real target.
+predictor's distribution; :mod:`nni_hwaware.nas.fallback` measures those on the real target. A non-finite
+estimate (NaN or infinity, e.g. from corrupt weights) is an error, never within budget.
+
+:class:`HardwareSettings` is the space, predictor, input size and budget of an nnictl search, stated once in the
+tuner's ``classArgs``; the tuner sends them to every trial with its parameters (under :data:`HARDWARE_KEY`), so
+tuner and trials judge a candidate against the same budget.
 
 :class:`HardwareFilter` is an ``nni.nas.strategy.middleware.Filter``: chain it after any NNI strategy
 (``Chain(RegularizedEvolution(), HardwareFilter(...))``) and the strategy only ever trains models within the
 budget. After ``patience`` rejected candidates in a row it stops the search with a clear message instead of
 looping forever on a budget nothing meets.
+
+This module imports neither torch nor ``nni.nas`` until :class:`HardwareFilter` is first used: the nnictl tuner
+needs :class:`Budget` and :class:`HardwareSettings` within the 10 seconds NNI gives it to connect.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any
-
-from nni.nas.strategy.middleware import Filter
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas.hardware import HardwareEstimate, HardwarePredictor, as_hardware_predictor
-from nni_hwaware.spaces.nni_space import sample_to_arch
+
+if TYPE_CHECKING:
+    from nni_hwaware.nas.hardware import HardwareEstimate, HardwarePredictor
 
 _logger = logging.getLogger(__name__)
 METRICS = ("latency_ms", "energy_mj")
+#: The key under which the tuner sends its :class:`HardwareSettings` with each parameter set.
+HARDWARE_KEY = "_hardware"
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (``bool`` and strings are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_limit(name: str, value: Any, unit: str) -> None:
+    if value is not None and not (is_number(value) and math.isfinite(value) and value > 0):
+        raise HwAwareError(f"{name} must be a positive number of {unit}, got {value!r}")
+
+
+def _check_margin(name: str, value: Any) -> None:
+    if not (is_number(value) and 0 <= value < 1):
+        raise HwAwareError(f"{name} must be a number in [0, 1) (0.1 keeps 10 % below the budget), got {value!r}")
 
 
 @dataclass
@@ -63,12 +90,9 @@ class Budget:
     def __post_init__(self) -> None:
         if self.latency_ms is None and self.energy_mj is None:
             raise HwAwareError("a hardware budget needs a latency (ms) or an energy (mJ) limit, or both")
-        for name in METRICS:
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise HwAwareError(f"the {name} budget must be positive, got {value}")
-        if not 0 <= self.margin < 1:
-            raise HwAwareError(f"the safety margin must be in [0, 1), got {self.margin}")
+        _check_limit("the latency_ms budget", self.latency_ms, "milliseconds")
+        _check_limit("the energy_mj budget", self.energy_mj, "millijoules")
+        _check_margin("the safety margin", self.margin)
 
     @property
     def metrics(self) -> list[str]:
@@ -86,12 +110,20 @@ class Budget:
                                f"({predictor.kind}) predicts latency only")
 
     def check(self, estimate: HardwareEstimate) -> Verdict:
-        """The verdict on one estimate."""
+        """The verdict on one estimate.
+
+        Raises :class:`~nni_hwaware.errors.HwAwareError` when a constrained value is missing or not finite: a
+        NaN compares false with every limit and would pass any budget.
+        """
         violations, uncertain = [], []
         for metric in self.metrics:
             value = estimate.value(metric)
             if value is None:
                 raise HwAwareError(f"the estimate has no {metric}; use a predictor that gives it")
+            if not math.isfinite(value):
+                raise HwAwareError(
+                    f"the predictor returned a non-finite {metric} ({value}) for architecture "
+                    f"{estimate.arch_hash or '?'}: its weights are corrupt or it is broken; rebuild or retrain it")
             limit = self.limit(metric)
             if value > limit:
                 violations.append(metric)
@@ -105,68 +137,166 @@ class Budget:
         return {"latency_ms": self.latency_ms, "energy_mj": self.energy_mj, "margin": self.margin}
 
 
-class HardwareFilter(Filter):
-    """``Filter`` middleware that submits only models whose surrogate estimate meets a :class:`Budget`.
+@dataclass
+class HardwareSettings:
+    """What the tuner and the trials of an nnictl search share: space, predictor, input size and budget.
 
-    Parameters
-    ----------
-    model_space
-        The :class:`~nni_hwaware.spaces.nni_space.HwModelSpace` searched (gives the space and input size).
-    predictor
-        Predictor folder, ``"jetson_nano"`` or a :class:`HardwarePredictor`.
-    budget
-        The budget.
-    fallback
-        Optional :class:`~nni_hwaware.nas.fallback.MeasuredFallback`: candidates the surrogate cannot decide
-        are measured on the target and the measurement decides.
-    metric_for_invalid
-        Metric reported to the strategy for rejected models (``None``: none).
-    patience
-        Rejected candidates in a row after which the search stops (the budget is likely infeasible).
+    Stated once, in the tuner's ``classArgs`` (keys as the field names); the tuner sends
+    :meth:`to_dict` with every parameter set under :data:`HARDWARE_KEY`, adding ``predictor_folder`` (the folder
+    it loaded) and the resolved ``input_size``, and each trial rebuilds it with :meth:`from_mapping`.
 
     Examples
     --------
-    >>> from nni.nas.strategy import Random
-    >>> from nni.nas.strategy.middleware import Chain
-    >>> from nni_hwaware.spaces.nni_space import HwModelSpace
-    >>> space = HwModelSpace("convnet", num_classes=10)
-    >>> strategy = Chain(Random(), HardwareFilter(space, "jetson_nano", Budget(latency_ms=50.0, margin=0.1)))
+    >>> s = HardwareSettings.from_mapping({"space": "convnet", "predictor": "jetson_nano", "latency_budget_ms": 30})
+    >>> s.budget().limit("latency_ms")
+    30.0
     """
 
-    def __init__(self, model_space: Any, predictor: Any, budget: Budget, *, fallback: Any = None,
-                 metric_for_invalid: float | None = None, patience: int = 200) -> None:
-        super().__init__(self._accept, metric_for_invalid=metric_for_invalid, patience=patience)
-        self.space = model_space.space
-        self.predictor = as_hardware_predictor(
-            predictor, self.space, getattr(model_space, "input_size", None))
-        budget.check_predictor(self.predictor)
-        self.budget = budget
-        self.fallback = fallback
-        self.accepted: list[Verdict] = []
-        self.rejected: list[Verdict] = []
-        self.exhausted_message: str | None = None
+    space: str
+    predictor: str
+    latency_budget_ms: float | None = None
+    energy_budget_mj: float | None = None
+    margin: float = 0.0
+    input_size: int | None = None
+    trust_nn_meter_pickles: bool = False
+    predictor_folder: str | None = None
 
-    def verdict(self, sample: dict[str, Any]) -> Verdict:
-        """The verdict on an NNI sample (after the fallback measurement, when one is configured)."""
-        arch = sample_to_arch(self.space, sample)
-        verdict = self.budget.check(self.predictor.estimate(arch))
-        if self.fallback is not None and not verdict.decided:
-            verdict = self.fallback.decide(arch, verdict, self.budget)
-        return verdict
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The field names, as they appear in ``classArgs`` and under :data:`HARDWARE_KEY`."""
+        return tuple(f.name for f in fields(cls))
 
-    def _accept(self, model: Any) -> bool:
-        verdict = self.verdict(model.sample)
-        (self.accepted if verdict.ok else self.rejected).append(verdict)
-        return verdict.ok
+    @classmethod
+    def from_mapping(cls, values: Any, name: Callable[[str], str] = str, *, what: str = "the hardware settings",
+                     require_budget: bool = True) -> HardwareSettings:
+        """Settings from a mapping, every value checked; keys other than the fields are ignored.
 
-    def extra_repr(self) -> str:
-        # NNI's Filter repr formats its filter function, which is our bound method: its repr would recurse
-        return f"predictor={self.predictor.kind!r}, budget={self.budget.to_dict()}, patience={self.patience}"
+        ``name(key)`` is how a key is called in messages (``classArgs latency_budget_ms``, ``--margin``).
+        """
+        if not isinstance(values, Mapping):
+            raise HwAwareError(f"{what} must be a mapping of settings, got {type(values).__name__} {values!r:.60}")
+        for key in ("space", "predictor"):
+            if key not in values or values[key] is None:
+                raise HwAwareError(f"{what} lack {name(key)}; see experiments/quickstart.yml")
+            if not isinstance(values[key], str) or not values[key].strip():
+                kind = "a space name such as convnet" if key == "space" else \
+                    "a predictor folder or a shipped predictor's name such as jetson_nano"
+                raise HwAwareError(f"{name(key)} must be {kind}, got {values[key]!r}")
+        _check_limit(name("latency_budget_ms"), values.get("latency_budget_ms"), "milliseconds")
+        _check_limit(name("energy_budget_mj"), values.get("energy_budget_mj"), "millijoules")
+        if require_budget and values.get("latency_budget_ms") is None and values.get("energy_budget_mj") is None:
+            raise HwAwareError(f"{what} need a budget: {name('latency_budget_ms')} (ms), "
+                               f"{name('energy_budget_mj')} (mJ) or both")
+        margin = values.get("margin", 0.0)
+        _check_margin(name("margin"), 0.0 if margin is None else margin)
+        size = values.get("input_size")
+        if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+            raise HwAwareError(f"{name('input_size')} must be a whole number of pixels (at least 1), got {size!r}")
+        trust = values.get("trust_nn_meter_pickles")
+        if trust is not None and not isinstance(trust, bool):
+            raise HwAwareError(f"{name('trust_nn_meter_pickles')} must be true or false, got {trust!r}")
+        folder = values.get("predictor_folder")
+        if folder is not None and not isinstance(folder, str):
+            raise HwAwareError(f"{name('predictor_folder')} must be a folder path, got {folder!r}")
+        picked = {k: values[k] for k in cls.field_names() if values.get(k) is not None}
+        for key in ("latency_budget_ms", "energy_budget_mj", "margin"):
+            if key in picked:
+                picked[key] = float(picked[key])
+        return cls(**picked)
 
-    def budget_available(self) -> bool:
-        if self._filter_count_patience >= self.patience and self.exhausted_message is None:
-            self.exhausted_message = (
-                f"stopped: {self.patience} candidates in a row exceeded the hardware budget "
-                f"({self.budget.to_dict()}); no architecture found so far meets it, relax the budget")
-            _logger.error(self.exhausted_message)
-        return super().budget_available()
+    def budget(self) -> Budget | None:
+        """The :class:`Budget`, or ``None`` when no limit is set (a trial run by hand without one)."""
+        if self.latency_budget_ms is None and self.energy_budget_mj is None:
+            return None
+        return Budget(self.latency_budget_ms, self.energy_budget_mj, self.margin)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _define_hardware_filter() -> type:
+    """The :class:`HardwareFilter` class, defined on first use because its base class imports torch."""
+    from nni.nas.strategy.middleware import Filter
+
+    from nni_hwaware.nas.hardware import as_hardware_predictor
+    from nni_hwaware.spaces.nni_space import sample_to_arch
+
+    class HardwareFilter(Filter):
+        """``Filter`` middleware that submits only models whose surrogate estimate meets a :class:`Budget`.
+
+        Parameters
+        ----------
+        model_space
+            The :class:`~nni_hwaware.spaces.nni_space.HwModelSpace` searched (gives the space and input size).
+        predictor
+            Predictor folder, ``"jetson_nano"`` or a :class:`HardwarePredictor`.
+        budget
+            The budget.
+        fallback
+            Optional :class:`~nni_hwaware.nas.fallback.MeasuredFallback`: candidates the surrogate cannot decide
+            are measured on the target and the measurement decides.
+        metric_for_invalid
+            Metric reported to the strategy for rejected models (``None``: none).
+        patience
+            Rejected candidates in a row after which the search stops (the budget is likely infeasible).
+
+        Examples
+        --------
+        >>> from nni.nas.strategy import Random
+        >>> from nni.nas.strategy.middleware import Chain
+        >>> from nni_hwaware.spaces.nni_space import HwModelSpace
+        >>> space = HwModelSpace("convnet", num_classes=10)
+        >>> strategy = Chain(Random(), HardwareFilter(space, "jetson_nano", Budget(latency_ms=50.0, margin=0.1)))
+        """
+
+        def __init__(self, model_space: Any, predictor: Any, budget: Budget, *, fallback: Any = None,
+                     metric_for_invalid: float | None = None, patience: int = 200) -> None:
+            super().__init__(self._accept, metric_for_invalid=metric_for_invalid, patience=patience)
+            self.space = model_space.space
+            self.predictor = as_hardware_predictor(
+                predictor, self.space, getattr(model_space, "input_size", None))
+            budget.check_predictor(self.predictor)
+            self.budget = budget
+            self.fallback = fallback
+            self.accepted: list[Verdict] = []
+            self.rejected: list[Verdict] = []
+            self.exhausted_message: str | None = None
+
+        def verdict(self, sample: dict[str, Any]) -> Verdict:
+            """The verdict on an NNI sample (after the fallback measurement, when one is configured)."""
+            arch = sample_to_arch(self.space, sample)
+            verdict = self.budget.check(self.predictor.estimate(arch))
+            if self.fallback is not None and not verdict.decided:
+                verdict = self.fallback.decide(arch, verdict, self.budget)
+            return verdict
+
+        def _accept(self, model: Any) -> bool:
+            verdict = self.verdict(model.sample)
+            (self.accepted if verdict.ok else self.rejected).append(verdict)
+            return verdict.ok
+
+        def extra_repr(self) -> str:
+            # NNI's Filter repr formats its filter function, which is our bound method: its repr would recurse
+            return f"predictor={self.predictor.kind!r}, budget={self.budget.to_dict()}, patience={self.patience}"
+
+        def budget_available(self) -> bool:
+            if self._filter_count_patience >= self.patience and self.exhausted_message is None:
+                self.exhausted_message = (
+                    f"stopped: {self.patience} candidates in a row exceeded the hardware budget "
+                    f"({self.budget.to_dict()}); no architecture found so far meets it, relax the budget")
+                _logger.error(self.exhausted_message)
+            return super().budget_available()
+
+    # importable and picklable as nni_hwaware.nas.constraints.HardwareFilter, like a module-level class
+    HardwareFilter.__qualname__ = "HardwareFilter"
+    HardwareFilter.__module__ = __name__
+    return HardwareFilter
+
+
+def __getattr__(name: str) -> Any:
+    """``HardwareFilter`` on first use (PEP 562); see :func:`_define_hardware_filter`."""
+    if name == "HardwareFilter":
+        cls = _define_hardware_filter()
+        globals()["HardwareFilter"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

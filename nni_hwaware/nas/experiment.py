@@ -2,21 +2,28 @@
 
 This is the main job (``./run.sh main`` runs ``experiments/quickstart.yml``) and ``nni-hwaware nas run``:
 
-1. :func:`preflight` checks the config before NNI starts anything: the predictor exists and fits the space,
-   the tuner's and the trials' settings agree, the search-space file is the space's ``nni-hpo`` export, and
-   some architectures can meet the budget (a budget nothing meets ends here with a clear message);
+1. :func:`preflight` checks the config before NNI starts anything: the tuner's ``classArgs`` (types, ranges and
+   keys; they state the space, predictor, input size and budget once, for the tuner and its trials), that the
+   ``trialCommand`` parses and states none of them again, that the predictor exists and fits the space, that the
+   search-space file is the space's ``nni-hpo`` export, and that some architectures can meet the budget (a
+   budget nothing meets ends here with a clear message);
 2. :func:`run_experiment` starts it with ``nnictl create`` on a free port and a working directory of its
    own, follows the trials through NNI's REST API (progress with ETA), and when the experiment is done
    writes ``results.json``, ``trials.csv`` and ``pareto.png`` and prints the best architectures within the
-   budget. The experiment is left running for its web UI unless ``stop=True``; the report says how to stop it.
+   budget. A successful experiment is left running for its web UI unless ``stop=True``; the report says how
+   to stop it. An experiment that fails (ERROR, no trial succeeded, the tuner gave up), is interrupted, or
+   meets any exception after ``nnictl create`` is stopped, and its processes are checked to be gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -25,18 +32,26 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.nas.constraints import HARDWARE_KEY, HardwareSettings
 
 TUNER_CLASS = "nni_hwaware.nas.tuner.HardwareAwareTuner"
+TRIAL_MODULE = "nni_hwaware.nas.trial"
 FINAL_STATES = ("DONE", "STOPPED", "ERROR")
+#: States in which NNI starts no more trials: the trial budget is spent, or the tuner said it has no more.
+NO_MORE_STATES = ("NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL")
 TRIAL_FINAL_STATES = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+MAX_SAMPLES = 10_000
+_SHELL_OPERATORS = ("&&", "||", ";", "|", "&")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """An experiment YAML as a dict, checked by NNI's own v2 config schema."""
+    """An experiment YAML as a dict (a mapping; :func:`preflight` and NNI's schema check the rest)."""
     import yaml
 
     path = Path(path)
@@ -44,18 +59,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise HwAwareError(f"experiment config {path} not found; pass an nnictl YAML such as experiments/quickstart.yml")
     try:
         config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise HwAwareError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise HwAwareError(f"{path} is not an nnictl experiment config (expected a mapping)")
     return config
-
-
-def _trial_options(command: str) -> dict[str, str]:
-    """``--name value`` pairs of a trial command."""
-    tokens = shlex.split(command)
-    return {tokens[i][2:]: tokens[i + 1] for i in range(len(tokens) - 1)
-            if tokens[i].startswith("--") and not tokens[i + 1].startswith("--")}
 
 
 def _resolve(config_dir: Path, value: str) -> Path:
@@ -63,91 +71,161 @@ def _resolve(config_dir: Path, value: str) -> Path:
     return path if path.is_absolute() else (config_dir / path).resolve()
 
 
-def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, seed: int = 0) -> dict[str, Any]:
-    """Check a hardware-aware experiment config; returns what the search will work with.
+def _trial_tokens(command: Any) -> list[str] | None:
+    """The arguments a trial command passes to our trial module, or ``None`` when it runs something else."""
+    if not isinstance(command, str) or not command.strip():
+        raise HwAwareError(f"trialCommand must be a command line such as `python3 -m {TRIAL_MODULE} --accuracy "
+                           f"digits`, got {command!r}")
+    try:
+        tokens = shlex.split(command)
+    except ValueError as exc:
+        raise HwAwareError(f"trialCommand is not a valid command line ({exc}); check its quotes") from None
+    starts = [i for i, t in enumerate(tokens) if t == TRIAL_MODULE or t.endswith("nni_hwaware/nas/trial.py")]
+    if not starts:
+        return None
+    rest = tokens[starts[0] + 1:]
+    ends = [i for i, t in enumerate(rest) if t in _SHELL_OPERATORS]
+    return rest[:ends[0]] if ends else rest
 
-    Raises :class:`~nni_hwaware.errors.HwAwareError` with what to fix when the predictor is missing or built
-    for another space, the trial command disagrees with the tuner, the search-space file is not the space's
-    export, or none of ``samples`` random architectures meets the budget.
+
+def check_trial_command(config: Mapping[str, Any], settings: HardwareSettings | None = None) -> None:
+    """Refuse a ``trialCommand`` that does not parse, or that states hardware settings the tuner states.
+
+    The trial takes the space, predictor, input size and budget from the tuner (with its parameters), so
+    ``--space``, ``--predictor``, ``--input-size``, ``--latency-budget-ms``, ``--energy-budget-mj``, ``--margin``
+    and ``--trust-pickles`` belong in the tuner's ``classArgs`` only.
     """
-    from nni_hwaware.nas.constraints import Budget
-    from nni_hwaware.nas.hardware import as_hardware_predictor, nn_meter_folder
-    from nni_hwaware.spaces import sample_architectures
+    from nni_hwaware.nas.trial import (
+        build_parser,
+        check_trial_options,
+        hardware_options_given,
+        state_once_message,
+    )
+
+    tokens = _trial_tokens(config.get("trialCommand"))
+    if tokens is None:  # not our trial: its options are not ours to judge
+        return
+    if "-h" in tokens or "--help" in tokens:
+        raise HwAwareError("trialCommand asks the trial for --help; remove it")
+    try:
+        args = build_parser().parse_args(tokens)
+        check_trial_options(args)
+    except HwAwareError as exc:
+        raise HwAwareError(f"trialCommand: {exc}") from None
+    given = hardware_options_given(args)
+    if given:
+        raise HwAwareError(state_once_message(given))
+    if args.params is not None:
+        raise HwAwareError("trialCommand gives --params; under nnictl the tuner sends each trial its parameters")
+    if args.nn_meter and settings is not None and not settings.trust_nn_meter_pickles:
+        raise HwAwareError(f"trialCommand gives --nn-meter {args.nn_meter}, whose regressors are pickles (they run "
+                           "code when loaded): set trust_nn_meter_pickles: true in the tuner's classArgs if you "
+                           "built or trust that folder")
+
+
+def _check_samples(samples: Any) -> None:
+    if not (isinstance(samples, int) and not isinstance(samples, bool) and 1 <= samples <= MAX_SAMPLES):
+        raise HwAwareError(f"--samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples!r}")
+
+
+def _tuner_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any]:
+    """The ``tuner`` mapping of a hardware-aware config and its ``classArgs``."""
+    tuner = config.get("tuner")
+    if not isinstance(tuner, Mapping) or tuner.get("className") != TUNER_CLASS:
+        raise HwAwareError(f"the config's tuner is not {TUNER_CLASS} (tuner: className: {TUNER_CLASS}); "
+                           "nothing hardware-aware to check")
+    if tuner.get("classArgs") is None:
+        raise HwAwareError("the tuner has no classArgs; they state the space, predictor and budget: see "
+                           "experiments/quickstart.yml")
+    return tuner, tuner["classArgs"]
+
+
+def _predictor_source(predictor: str, tuner: Mapping[str, Any], config_dir: Path) -> str:
+    """A relative predictor path as found from the tuner's code directory, else as given (see the tuner)."""
+    from nni_hwaware.nas.hardware import nn_meter_folder
+
+    if Path(predictor).expanduser().is_absolute() or not isinstance(tuner.get("codeDirectory"), str):
+        return predictor
+    candidate = _resolve(config_dir, tuner["codeDirectory"]) / predictor
+    if (candidate / "predictor.json").is_file() or nn_meter_folder(candidate) is not None:
+        return str(candidate)
+    return predictor
+
+
+def _check_search_space(config: Mapping[str, Any], config_dir: Path, space: Any) -> None:
     from nni_hwaware.spaces.nni_space import hpo_search_space
 
-    tuner = config.get("tuner") or {}
-    if tuner.get("className") != TUNER_CLASS:
-        raise HwAwareError(f"the config's tuner is not {TUNER_CLASS}; nothing hardware-aware to check")
-    args = dict(tuner.get("classArgs") or {})
-    for key in ("space", "predictor"):
-        if key not in args:
-            raise HwAwareError(f"tuner classArgs lack {key!r}; see experiments/quickstart.yml")
-    code_dir = _resolve(config_dir, str(config.get("trialCodeDirectory", ".")))
-    predictor_arg = args["predictor"]
-    # the tuner and the trials resolve relative predictor paths from the code directory
-    if not Path(predictor_arg).is_absolute() and ((code_dir / predictor_arg / "predictor.json").is_file()
-                                                  or nn_meter_folder(code_dir / predictor_arg) is not None):
-        predictor_arg = str(code_dir / predictor_arg)
-    predictor = as_hardware_predictor(predictor_arg, args["space"], args.get("input_size"))
-    budget = None
-    if args.get("latency_budget_ms") is not None or args.get("energy_budget_mj") is not None:
-        budget = Budget(args.get("latency_budget_ms"), args.get("energy_budget_mj"), float(args.get("margin", 0.0)))
-        budget.check_predictor(predictor)
-
-    trial = _trial_options(str(config.get("trialCommand", "")))
-    pairs = [("space", "space"), ("predictor", "predictor"), ("latency-budget-ms", "latency_budget_ms"),
-             ("energy-budget-mj", "energy_budget_mj"), ("margin", "margin"), ("input-size", "input_size")]
-    for option, key in pairs:
-        if option not in trial or args.get(key) is None:
-            continue
-        given, expected = trial[option], args[key]
-        try:
-            same = str(given) == str(expected) if key in ("space", "predictor") else float(given) == float(expected)
-        except ValueError:
-            same = False
-        if not same:
-            raise HwAwareError(f"trialCommand has --{option} {given} but the tuner's classArgs have {key}: "
-                               f"{expected}; keep them in step")
-
-    space = predictor.space
+    fix = f"write it with `nni-hwaware spaces export {space.name} --format nni-hpo`"
     if "searchSpaceFile" in config:
         ss_path = _resolve(config_dir, str(config["searchSpaceFile"]))
         try:
             search_space = json.loads(ss_path.read_text())
         except (OSError, ValueError):
-            raise HwAwareError(f"search space file {ss_path} is missing or not JSON; write it with "
-                               f"`nni-hwaware spaces export {space.name} --format nni-hpo`") from None
+            raise HwAwareError(f"search space file {ss_path} is missing or not JSON; {fix}") from None
         if search_space != hpo_search_space(space):
-            raise HwAwareError(f"{ss_path} is not the nnictl search space of {space.name!r}; rewrite it with "
-                               f"`nni-hwaware spaces export {space.name} --format nni-hpo`")
+            raise HwAwareError(f"{ss_path} is not the nnictl search space of {space.name!r}; re{fix}")
+    elif "searchSpace" in config and config["searchSpace"] != hpo_search_space(space):
+        raise HwAwareError(f"the config's searchSpace is not the nnictl search space of {space.name!r}; use "
+                           f"searchSpaceFile and {fix}")
 
-    info: dict[str, Any] = {"space": space.name, "input_size": predictor.input_size,
-                            "predictor": predictor.describe(), "budget": budget.to_dict() if budget else None}
-    if budget is not None:
-        estimates = predictor.estimate_many(sample_architectures(space, samples, seed=seed))
-        passing = [e for e in estimates if budget.check(e).ok]
-        info["feasible_share"] = len(passing) / len(estimates)
-        if not passing:
-            lowest = {m: min(e.value(m) for e in estimates) for m in budget.metrics}  # type: ignore[type-var]
-            raise HwAwareError(
-                f"no architecture among {samples} random ones of {space.name!r} meets the budget "
-                f"{budget.to_dict()} (lowest predicted: "
-                + ", ".join(f"{m} {v:.3g}" for m, v in lowest.items())
-                + "); relax the budget or the margin")
-    return info
+
+def _feasibility(predictor: Any, budget: Any, samples: int, seed: int) -> float:
+    """Share of ``samples`` random architectures within the budget; refuses a budget none of them meets."""
+    from nni_hwaware.spaces import sample_architectures
+
+    space = predictor.space
+    estimates = predictor.estimate_many(sample_architectures(space, samples, seed=seed))
+    passing = [e for e in estimates if budget.check(e).ok]
+    if not passing:
+        lowest = {m: min(e.value(m) for e in estimates) for m in budget.metrics}  # type: ignore[type-var]
+        raise HwAwareError(
+            f"no architecture among {samples} random ones of {space.name!r} meets the budget "
+            f"{budget.to_dict()} (lowest predicted: "
+            + ", ".join(f"{m} {v:.3g}" for m, v in lowest.items())
+            + "); relax the budget or the margin")
+    return len(passing) / len(estimates)
+
+
+def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, seed: int = 0) -> dict[str, Any]:
+    """Check a hardware-aware experiment config; returns what the search will work with.
+
+    Raises :class:`~nni_hwaware.errors.HwAwareError` with what to fix when the tuner's ``classArgs`` are of the
+    wrong type or out of range, the trial command does not parse or states the hardware settings again, the
+    predictor is missing or built for another space, the search-space file is not the space's export, or none
+    of ``samples`` random architectures meets the budget.
+    """
+    from nni_hwaware.nas.hardware import as_hardware_predictor
+    from nni_hwaware.nas.tuner import check_class_args
+
+    _check_samples(samples)
+    tuner, class_args = _tuner_section(config)
+    settings = check_class_args(class_args)
+    check_trial_command(config, settings)
+    source = _predictor_source(settings.predictor, tuner, config_dir)
+    predictor = as_hardware_predictor(source, settings.space, settings.input_size,
+                                      trust_pickles=settings.trust_nn_meter_pickles)
+    budget = settings.budget()
+    budget.check_predictor(predictor)
+    if class_args.get("refit_every") and getattr(predictor, "kind", None) != "esm":
+        raise HwAwareError(f"classArgs refit_every refits an ESM predictor from measurements; {settings.predictor} "
+                           f"is a {getattr(predictor, 'kind', '?')} predictor: remove refit_every and refit_db")
+    _check_search_space(config, config_dir, predictor.space)
+    return {"space": predictor.space.name, "input_size": predictor.input_size,
+            "predictor": predictor.describe(), "budget": budget.to_dict(),
+            "feasible_share": _feasibility(predictor, budget, samples, seed)}
 
 
 def free_port(preferred: int | None = None) -> int:
-    """``preferred`` when it is free, else a free port chosen by the OS."""
+    """``preferred`` when it is free on the loopback interface, else a free port chosen by the OS."""
     if preferred:
         with socket.socket() as sock:
             try:
-                sock.bind(("", preferred))
+                sock.bind(("127.0.0.1", preferred))
                 return preferred
             except OSError:
                 pass
     with socket.socket() as sock:
-        sock.bind(("", 0))
+        sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
@@ -158,7 +236,10 @@ def rest(port: int, path: str, timeout: float = 10) -> Any:
 
 
 def read_trials(port: int) -> list[dict[str, Any]]:
-    """Every trial of a running experiment from NNI's REST API: id, status, parameters and final result."""
+    """Every trial of a running experiment from NNI's REST API: id, status, parameters and final result.
+
+    ``parameters`` are the architecture's; the hardware settings the tuner sent with them are left out.
+    """
     from nni_hwaware.measure.nni_import import decode_metric
 
     out = []
@@ -166,8 +247,10 @@ def read_trials(port: int) -> list[dict[str, Any]]:
         params = decode_metric((job.get("hyperParameters") or ["{}"])[-1])
         finals = job.get("finalMetricData") or []
         result = decode_metric(finals[-1].get("data")) if finals else None
-        out.append({"trial": job.get("trialJobId"), "status": job.get("status"),
-                    "parameters": params.get("parameters", params) if isinstance(params, dict) else params,
+        params = params.get("parameters", params) if isinstance(params, dict) else params
+        if isinstance(params, dict):
+            params = {k: v for k, v in params.items() if k != HARDWARE_KEY}
+        out.append({"trial": job.get("trialJobId"), "status": job.get("status"), "parameters": params,
                     "result": result if isinstance(result, dict) else (
                         {"default": result} if result is not None else None)})
     return out
@@ -185,9 +268,51 @@ def nnictl_env() -> dict[str, str]:
                 PYTHONWARNINGS="ignore")
 
 
-def stop_experiment(experiment_id: str) -> None:
-    """``nnictl stop ID``."""
-    subprocess.run([*_nnictl(), "stop", experiment_id], capture_output=True, env=nnictl_env(), timeout=120)
+def experiment_processes(experiment_id: str) -> list[Any]:
+    """This user's processes of an experiment (``psutil.Process``): NNI's manager, dispatcher and trials.
+
+    The manager has ``--experiment-id ID`` on its command line; the dispatcher and the trials carry the id in
+    their ``NNI_*`` environment (log directory, ``NNI_EXP_ID``).
+    """
+    import psutil
+
+    found, uid = [], os.getuid()
+    for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
+        try:
+            if proc.pid == os.getpid() or proc.info["uids"] is None or proc.info["uids"].real != uid:
+                continue
+            if experiment_id in " ".join(proc.info["cmdline"] or []) or any(
+                    k.startswith("NNI_") and experiment_id in v for k, v in proc.environ().items()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def stop_experiment(experiment_id: str, wait: float = 60) -> list[int]:
+    """``nnictl stop ID``, then make sure the experiment's processes are gone; returns the pids left (none).
+
+    NNI's manager shuts its dispatcher and trials down when it stops; whatever is still there after ``wait``
+    seconds (e.g. a manager nnictl no longer knows) is terminated, then killed.
+    """
+    import psutil
+
+    with contextlib.suppress(subprocess.TimeoutExpired):  # the processes are dealt with below
+        subprocess.run([*_nnictl(), "stop", experiment_id], capture_output=True, env=nnictl_env(), timeout=120)
+    deadline = time.monotonic() + wait
+    left = experiment_processes(experiment_id)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = experiment_processes(experiment_id)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    return [p.pid for p in alive]
 
 
 def pareto_front(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("latency_ms", "energy_mj")) -> list[bool]:
@@ -241,13 +366,151 @@ def _table(rows: list[dict[str, Any]], top: int) -> str:
 
 
 def _dispatcher_error(experiment_dir: Path) -> str | None:
+    """The last thing the tuner said was wrong: its last ``nni-hwaware:`` line, else the last error line."""
     log = experiment_dir / "log" / "dispatcher.log"
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return None
-    ours = [line for line in lines if "nni-hwaware:" in line or "Error" in line]
-    return ours[-1].split("nni-hwaware:", 1)[-1].strip() if ours else None
+    ours = [line.split("nni-hwaware:", 1)[1].strip() for line in lines if "nni-hwaware:" in line]
+    if ours:
+        return ours[-1]
+    errors = [line.strip() for line in lines if "Error" in line]
+    return errors[-1] if errors else None
+
+
+def _trial_error(experiment_dir: Path) -> str | None:
+    """The last line a failed trial wrote to its stderr (NNI keeps ``trial.stderr`` per trial), if any."""
+    for path in sorted(experiment_dir.glob("**/trial.stderr"), key=lambda p: p.stat().st_mtime, reverse=True):
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return f"a trial said: {lines[-1]} ({path})"
+    return None
+
+
+def _check_run_options(port: Any, trials: Any, timeout: Any) -> None:
+    """Refuse out-of-range options of :func:`run_experiment` before anything starts."""
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if port is not None and not (whole(port) and 1 <= port <= 65535):
+        raise HwAwareError(f"--port must be a port number from 1 to 65535, got {port!r}")
+    if trials is not None and not (whole(trials) and trials >= 1):
+        raise HwAwareError(f"--trials must be at least 1, got {trials!r}")
+    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
+            and timeout > 0):
+        raise HwAwareError(f"--timeout must be a positive number of seconds, got {timeout!r}")
+
+
+def _effective_config(config: dict[str, Any], config_path: Path, out: Path, trials: int | None) -> dict[str, Any]:
+    """The config nnictl runs: paths made absolute, its own working directory, ``trials``; checked by NNI."""
+    from nni.experiment.config import ExperimentConfig
+
+    config = json.loads(json.dumps(config))  # a copy
+    # NNI resolves relative paths against the config's folder; the effective config lives elsewhere
+    for key in ("searchSpaceFile", "trialCodeDirectory"):
+        if key in config:
+            config[key] = str(_resolve(config_path.parent, str(config[key])))
+    tuner = config["tuner"]
+    if tuner.get("codeDirectory"):
+        tuner["codeDirectory"] = str(_resolve(config_path.parent, str(tuner["codeDirectory"])))
+    config["experimentWorkingDirectory"] = str(out / "nni-experiments")
+    if trials is not None:
+        config["maxTrialNumber"] = trials
+    try:
+        ExperimentConfig(**config).validate()
+    except Exception as exc:  # NNI raises ValueError/TypeError/AssertionError for a bad config
+        raise HwAwareError(f"{config_path} is not a valid NNI experiment config: {str(exc).splitlines()[0]}") from None
+    return config
+
+
+def _output(log: Path) -> str:
+    """A command's saved output without terminal colours."""
+    return _ANSI.sub("", log.read_text(errors="replace")) if log.is_file() else ""
+
+
+def _create(effective: Path, port: int) -> str:
+    """``nnictl create``; the experiment id. A failed or interrupted start leaves nothing running."""
+    log = effective.parent / "nnictl-create.log"  # read back also when interrupted, for the experiment id
+
+    def announced() -> str | None:
+        found = re.search(r"Experiment ID:\s*(\w+)", _output(log))
+        return found.group(1) if found else None
+
+    try:
+        with log.open("w") as sink:
+            created = subprocess.run([*_nnictl(), "create", "--config", str(effective), "--port", str(port)],
+                                     stdout=sink, stderr=subprocess.STDOUT, env=nnictl_env(), timeout=180)
+        if created.returncode != 0:
+            tail = _output(log).strip().splitlines()[-1:] or ["no output"]
+            raise HwAwareError(f"nnictl create failed: {tail[0]} (output: {log})")
+        return str(rest(port, "experiment")["id"])
+    except BaseException as exc:
+        experiment_id = announced()
+        if experiment_id:  # nnictl may have started NNI's manager before failing or being interrupted
+            stop_experiment(experiment_id)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise HwAwareError(f"nnictl create did not finish in {exc.timeout:.0f} s (output: {log})") from None
+        if isinstance(exc, (OSError, ValueError, KeyError)):
+            raise HwAwareError(f"NNI's manager on port {port} did not answer after nnictl create ({exc})") from None
+        raise
+
+
+def _follow(port: int, wanted: int, timeout: float,
+            say: Callable[[str], None]) -> tuple[str, list[str], list[dict[str, Any]], bool]:
+    """Poll the experiment until it is over or ``timeout`` seconds pass.
+
+    Returns its last status, NNI's error messages, the trials, and whether the time ran out.
+    """
+    start = time.monotonic()
+    status, errors, all_trials, shown, shown_at = "RUNNING", [], [], None, 0.0
+    while time.monotonic() - start < timeout:
+        try:
+            checked = rest(port, "check-status")
+            status, errors = checked["status"], [str(e) for e in checked.get("errors") or []]
+            all_trials = read_trials(port)
+            sent = int(rest(port, "experiment").get("nextSequenceId") or 0) if status in NO_MORE_STATES else 0
+        except (OSError, ValueError, KeyError) as exc:
+            raise HwAwareError(f"lost NNI's manager on port {port} ({exc})") from None
+        finished = [t for t in all_trials if t["status"] in TRIAL_FINAL_STATES]
+        running = len(all_trials) - len(finished)
+        accs = [t["result"]["default"] for t in finished if t["result"]]
+        elapsed = time.monotonic() - start
+        progress = (len(finished), running, max(accs) if accs else None)
+        if progress != shown or elapsed - shown_at >= 60:  # on news, else once a minute
+            eta = f"{elapsed / len(finished) * (wanted - len(finished)):.0f} s" if finished and wanted else "?"
+            say(f"[nas] trials done {len(finished)}/{wanted or '?'} (running {running}), "
+                + (f"best accuracy {max(accs):.4f}, " if accs else "") + f"elapsed {elapsed:.0f} s, ETA {eta}")
+            shown, shown_at = progress, elapsed
+        if status in FINAL_STATES:
+            break
+        # no more trials (spent, or the tuner gave up: TUNER_NO_MORE_TRIAL) and none running or still queued
+        # (nextSequenceId counts every trial the tuner sent, also those the manager has not started yet)
+        if status in NO_MORE_STATES and running == 0 and sent <= len(all_trials):
+            break
+        time.sleep(2)
+    else:
+        return status, errors, all_trials, True
+    return status, errors, all_trials, False
+
+
+def _outcome(status: str, errors: list[str], rows: list[dict[str, Any]], timed_out: bool, experiment_dir: Path,
+             timeout: float) -> str | None:
+    """What the report says about how the experiment ended (``None``: nothing to add)."""
+    why = _dispatcher_error(experiment_dir) if status in ("ERROR", "TUNER_NO_MORE_TRIAL") else None
+    if status == "ERROR":
+        said = "; ".join(e.splitlines()[0] for e in errors if e.strip())
+        return ("the experiment failed (NNI status ERROR): " + "; ".join(x for x in (said, why) if x)
+                + f" (logs: {experiment_dir}/log)")
+    if not rows:
+        return (f"no trial succeeded (experiment {status}"
+                + (f", waited {timeout:.0f} s" if timed_out else "") + "); "
+                + (why or _trial_error(experiment_dir) or f"see the trial logs under {experiment_dir}"))
+    if timed_out:
+        return f"timed out after {timeout:.0f} s with the experiment {status}; the report holds what finished"
+    if status == "TUNER_NO_MORE_TRIAL" and why:
+        return f"the tuner stopped early: {why}"
+    return None
 
 
 def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstart", port: int | None = None,
@@ -266,90 +529,62 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
     trials
         Override ``maxTrialNumber``.
     stop
-        Stop the experiment when done (default: leave it running for the web UI).
+        Stop the experiment when done (default: leave a successful one running for the web UI). One that
+        fails, ends without a successful trial, or is interrupted is always stopped.
     timeout
         Seconds to wait for the experiment before reporting what finished so far.
     """
-    from nni.experiment.config import ExperimentConfig
+    import yaml
 
+    _check_run_options(port, trials, timeout)
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise HwAwareError(f"--out {out} is a file; pass a folder for the results and NNI's working directory")
     config_path = Path(config_path).resolve()
     config = load_config(config_path)
     info = preflight(config, config_path.parent)
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    # NNI resolves relative paths against the config's folder; the effective config lives elsewhere
-    for key in ("searchSpaceFile", "trialCodeDirectory"):
-        if key in config:
-            config[key] = str(_resolve(config_path.parent, str(config[key])))
-    tuner = config.get("tuner") or {}
-    if tuner.get("codeDirectory"):
-        tuner["codeDirectory"] = str(_resolve(config_path.parent, str(tuner["codeDirectory"])))
-    config["experimentWorkingDirectory"] = str(out / "nni-experiments")
-    if trials is not None:
-        if trials < 1:
-            raise HwAwareError(f"--trials must be at least 1, got {trials}")
-        config["maxTrialNumber"] = trials
+    effective_config = _effective_config(config, config_path, out, trials)
     try:
-        ExperimentConfig(**config).validate()
-    except Exception as exc:  # NNI raises ValueError/TypeError/AssertionError for a bad config
-        raise HwAwareError(f"{config_path} is not a valid NNI experiment config: {str(exc).splitlines()[0]}") from None
-    import yaml
-
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HwAwareError(f"cannot create the output folder {out} ({exc.strerror}); pass another --out") from None
     effective = out / "experiment.yml"
-    effective.write_text(yaml.safe_dump(config, sort_keys=False))
+    effective.write_text(yaml.safe_dump(effective_config, sort_keys=False))
     port = free_port(port or 8080)
-    created = subprocess.run([*_nnictl(), "create", "--config", str(effective), "--port", str(port)],
-                             capture_output=True, text=True, env=nnictl_env(), timeout=180)
-    if created.returncode != 0:
-        tail = (created.stdout + created.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise HwAwareError(f"nnictl create failed: {tail[0]}")
-    experiment_id = rest(port, "experiment")["id"]
-    web_ui = f"http://localhost:{port}"
+    experiment_id = _create(effective, port)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    web_ui = f"http://localhost:{port}"
     say(f"[nas] experiment {experiment_id} started; web UI {web_ui}")
-    wanted = int(config.get("maxTrialNumber") or 0)
-    start = time.monotonic()
-    status, all_trials, last_line = "RUNNING", [], ""
+    stopped = False
     try:
-        while time.monotonic() - start < timeout:
-            status = rest(port, "check-status")["status"]
-            all_trials = read_trials(port)
-            finished = [t for t in all_trials if t["status"] in TRIAL_FINAL_STATES]
-            running = len(all_trials) - len(finished)
-            elapsed = time.monotonic() - start
-            eta = f"{elapsed / len(finished) * (wanted - len(finished)):.0f} s" if finished and wanted else "?"
-            accs = [t["result"]["default"] for t in finished if t["result"]]
-            line = (f"[nas] trials done {len(finished)}/{wanted or '?'} (running {running}), "
-                    f"best accuracy {max(accs):.4f}, " if accs else
-                    f"[nas] trials done {len(finished)}/{wanted or '?'} (running {running}), ") + \
-                f"elapsed {elapsed:.0f} s, ETA {eta}"
-            if line != last_line:
-                say(line)
-                last_line = line
-            if status in FINAL_STATES or (status == "NO_MORE_TRIAL" and running == 0):
-                break
-            time.sleep(2)
-    except KeyboardInterrupt:
-        say(f"[nas] interrupted; the experiment keeps running: nnictl stop {experiment_id}")
+        wanted = int(effective_config.get("maxTrialNumber") or 0)
+        status, errors, all_trials, timed_out = _follow(port, wanted, timeout, say)
+        experiment_dir = out / "nni-experiments" / experiment_id
+        rows = summarize(all_trials, info["space"])
+        report = {
+            "experiment_id": experiment_id, "status": status, "web_ui": web_ui, "config": str(config_path),
+            "effective_config": str(effective), "experiment_dir": str(experiment_dir), "preflight": info,
+            "trials": len(all_trials), "succeeded": len(rows),
+            "failed": sum(t["status"] == "FAILED" for t in all_trials),
+            "rows": rows,
+        }
+        message = _outcome(status, errors, rows, timed_out, experiment_dir, timeout)
+        if message:
+            report["message"] = message
+        if stop or status == "ERROR" or not rows:
+            if not stop:
+                say(f"[nas] stopping experiment {experiment_id}: it ended without a result")
+            report["stopped"] = True
+            report["left_running"] = stop_experiment(experiment_id)
+            stopped = True
+        _write_outputs(out, report)
+        return report
+    except BaseException as exc:
+        if not stopped:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            say(f"[nas] {what}; stopping experiment {experiment_id}")
+            stop_experiment(experiment_id)
         raise
-    experiment_dir = out / "nni-experiments" / experiment_id
-    rows = summarize(all_trials, info["space"])
-    report = {
-        "experiment_id": experiment_id, "status": status, "web_ui": web_ui, "config": str(config_path),
-        "effective_config": str(effective), "experiment_dir": str(experiment_dir), "preflight": info,
-        "trials": len(all_trials), "succeeded": len(rows),
-        "failed": sum(t["status"] == "FAILED" for t in all_trials),
-        "rows": rows,
-    }
-    if not rows:
-        why = _dispatcher_error(experiment_dir) if status != "RUNNING" else None
-        report["message"] = (f"no trial succeeded (experiment {status}); "
-                             + (why if why else f"see the trial logs under {experiment_dir}/trials"))
-    _write_outputs(out, report)
-    if stop:
-        stop_experiment(experiment_id)
-        report["stopped"] = True
-    return report
 
 
 def _write_outputs(out: Path, report: dict[str, Any]) -> None:
