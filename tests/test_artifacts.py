@@ -164,7 +164,9 @@ def test_nn_meter_pickles_need_an_explicit_opt_in(tmp_path):
     with pytest.raises(ArtifactError, match="trust-pickles"):
         load_nn_meter_predictor(folder)
     with pytest.raises(ArtifactError, match="trust-pickles"):
-        as_hardware_predictor(str(folder), "resnet", 32)
+        as_hardware_predictor(str(folder), "resnet", 32, kind="nn_meter")
+    with pytest.raises(ArtifactError, match="not a predictor folder"):  # nothing is guessed from the files
+        as_hardware_predictor(str(folder), "resnet", 32, trust_pickles=True)
     code, out, err = run_in_process(["nn-meter", "predict", "--predictor", str(folder), "--space", "resnet",
                                      "--input-size", "32"], tmp_path)
     assert code == 2 and err.count("\n") == 1 and "pickle" in err
@@ -173,7 +175,8 @@ def test_nn_meter_pickles_need_an_explicit_opt_in(tmp_path):
 
 def test_a_folder_declaring_our_kind_is_never_unpickled(jetson_copy, tmp_path):
     """A copy of the Jetson Nano predictor with nn-Meter files in it is loaded as what it declares."""
-    from nni_hwaware.nas.hardware import HardwarePredictor, as_hardware_predictor
+    from nni_hwaware.hardware import HardwarePredictor
+    from nni_hwaware.nas.hardware import as_hardware_predictor
     from nni_hwaware.nnmeter.predictor import load_nn_meter_predictor
 
     marker = tmp_path / "marker"
@@ -182,6 +185,8 @@ def test_a_folder_declaring_our_kind_is_never_unpickled(jetson_copy, tmp_path):
     assert isinstance(predictor, HardwarePredictor) and predictor.kind == "jetson_nano"
     with pytest.raises(ArtifactError, match="declares a 'jetson_nano' predictor"):
         load_nn_meter_predictor(jetson_copy, trust_pickles=True)
+    with pytest.raises(ArtifactError, match="holds a 'jetson_nano' predictor, not 'nn_meter'"):
+        as_hardware_predictor(str(jetson_copy), "convnet", 32, kind="nn_meter", trust_pickles=True)
     assert not marker.exists()
 
 

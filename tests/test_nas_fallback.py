@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas import Budget, HardwarePredictor
+from nni_hwaware.nas import Budget, HardwarePredictor, load_predictor
 from nni_hwaware.nas.fallback import MeasuredFallback
 from nni_hwaware.spaces import sample_architectures
 from nni_hwaware.spaces.nni_space import arch_to_hpo_params
@@ -40,18 +40,18 @@ def _straddling(predictor: HardwarePredictor, n: int = 40, seed: int = 5):
 
 def test_esm_predictor_is_refused_for_another_space_or_size(built):
     _db, out = built
-    assert HardwarePredictor(out, "mobilenetv3").input_size == 8
+    assert load_predictor(out, "mobilenetv3").input_size == 8
     with pytest.raises(HwAwareError, match="built for space 'mobilenetv3'"):
-        HardwarePredictor(out, "resnet")
+        load_predictor(out, "resnet")
     with pytest.raises(HwAwareError, match="built for input size 8"):
-        HardwarePredictor(out, "mobilenetv3", input_size=32)
+        load_predictor(out, "mobilenetv3", input_size=32)
     with pytest.raises(HwAwareError, match="energy budget needs a predictor with energy"):
-        Budget(energy_mj=1.0).check_predictor(HardwarePredictor(out, "mobilenetv3"))
+        Budget(energy_mj=1.0).check_predictor(load_predictor(out, "mobilenetv3"))
 
 
 def test_undecided_candidates_are_measured_stored_and_refit_the_surrogate(built, tmp_path):
     db, out = built
-    predictor = HardwarePredictor(out, "mobilenetv3")
+    predictor = load_predictor(out, "mobilenetv3")
     archs, ests = _straddling(predictor)
     fallback = MeasuredFallback(predictor, db, runs=10)
     decided = 0
@@ -72,16 +72,16 @@ def test_undecided_candidates_are_measured_stored_and_refit_the_surrogate(built,
     record = fallback.refit()
     usable = int((~fallback_rows["outlier"]).sum())  # flagged measurements are not trained on
     assert record["added"] == usable and record["train_size"] == 12 + usable
-    assert 0 < record["accuracy"] <= 1 and predictor._esm.info["refits"][-1] == record
+    assert 0 < record["accuracy"] <= 1 and predictor.model.info["refits"][-1] == record
     assert predictor.estimate(archs[10]).latency_ms != before  # the cache was dropped, new surrogate answers
 
 
 def test_fallback_refuses_other_targets(built, tmp_path):
     _db, out = built
-    with pytest.raises(HwAwareError, match="must measure on a Jetson"):
-        MeasuredFallback(HardwarePredictor("jetson_nano", "convnet"), tmp_path / "m.db")
+    with pytest.raises(HwAwareError, match="measure with the tensorrt backend on the board"):
+        MeasuredFallback(load_predictor("jetson_nano", "convnet"), tmp_path / "m.db")
     with pytest.raises(HwAwareError, match="another device/backend"):
-        MeasuredFallback(HardwarePredictor(out, "mobilenetv3"), tmp_path / "m.db", threads=2)
+        MeasuredFallback(load_predictor(out, "mobilenetv3"), tmp_path / "m.db", threads=2)
 
 
 def _trial(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -91,7 +91,7 @@ def _trial(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_trial_reports_measured_latency_when_the_surrogate_cannot_decide(built, tmp_path):
     db, out = built
-    predictor = HardwarePredictor(out, "mobilenetv3")
+    predictor = load_predictor(out, "mobilenetv3")
     archs, ests = _straddling(predictor, seed=9)
     arch, est = archs[0], ests[0]
     params = json.dumps(arch_to_hpo_params(predictor.space, arch))
@@ -142,8 +142,8 @@ def local_cpu_config(tmp_path: Path, out: Path, db: Path, budget: float, **overr
 
 def test_local_cpu_config_passes_preflight_with_a_predictor_of_this_machine(built, tmp_path, cli):
     db, out = built
-    ests = HardwarePredictor(out, "mobilenetv3").estimate_many(
-        sample_architectures(HardwarePredictor(out, "mobilenetv3").space, 30, seed=1))
+    ests = load_predictor(out, "mobilenetv3").estimate_many(
+        sample_architectures(load_predictor(out, "mobilenetv3").space, 30, seed=1))
     budget = sorted(e.latency_ms for e in ests)[15]
     check = cli("nas", "check", "--config", str(local_cpu_config(tmp_path, out, db, round(budget, 4))),
                 "--samples", "30")

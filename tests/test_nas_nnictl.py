@@ -119,12 +119,12 @@ def test_main_job_runs_the_quickstart_and_leaves_the_web_ui_up(tmp_path):
 
 @pytest.mark.slow
 def test_nas_run_ends_promptly_when_the_tuner_gives_up(tmp_path):
-    from nni_hwaware.nas import HardwarePredictor
+    from nni_hwaware.nas import load_predictor
     from nni_hwaware.spaces import sample_architectures
 
     # a latency budget that 2 of nas check's 100 random architectures meet, and a tuner that gives up after 3
     # rejections in a row: NNI's status becomes TUNER_NO_MORE_TRIAL, which must end the command
-    predictor = HardwarePredictor("jetson_nano", "convnet")
+    predictor = load_predictor("jetson_nano", "convnet")
     latencies = sorted(e.latency_ms for e in predictor.estimate_many(sample_architectures(predictor.space, 100,
                                                                                             seed=0)))
     config = _config(tmp_path, latency_budget_ms=round(latencies[1] * 1.0001, 6), energy_budget_mj=None, margin=0.0,
@@ -200,13 +200,13 @@ def test_an_interrupted_run_stops_its_experiment(tmp_path):
 
 @pytest.mark.slow
 def test_local_cpu_experiment_measures_what_the_surrogate_cannot_decide(tmp_path, cli):
-    from nni_hwaware.nas import HardwarePredictor
+    from nni_hwaware.nas import load_predictor
     from nni_hwaware.spaces import sample_architectures
 
     db, pred = tmp_path / "m.db", tmp_path / "pred"
     built = cli(*BUILD, "--db", str(db), "--out", str(pred), timeout=600)
     assert built.returncode == 0, built.stderr
-    predictor = HardwarePredictor(pred, "mobilenetv3")
+    predictor = load_predictor(pred, "mobilenetv3")
     ests = predictor.estimate_many(sample_architectures(predictor.space, 40, seed=2))
     budget = round(sorted(e.latency_ms for e in ests)[20], 4)
     config = local_cpu_config(tmp_path, pred, db, budget, refit_every=1)

@@ -74,10 +74,10 @@ def executed(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def judge():
+    from nni_hwaware.hardware import load_predictor
     from nni_hwaware.nas.constraints import Budget
-    from nni_hwaware.nas.hardware import HardwarePredictor
 
-    return HardwarePredictor("jetson_nano", "convnet"), Budget(latency_ms=30.0, energy_mj=80.0, margin=0.1)
+    return load_predictor("jetson_nano", "convnet"), Budget(latency_ms=30.0, energy_mj=80.0, margin=0.1)
 
 
 @pytest.mark.slow

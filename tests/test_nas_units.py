@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas import Budget, HardwareFilter, HardwarePredictor, HardwareSettings, SurrogateProfiler
+from nni_hwaware.nas import (
+    Budget,
+    HardwareFilter,
+    HardwarePredictor,
+    HardwareSettings,
+    SurrogateProfiler,
+    load_predictor,
+)
 from nni_hwaware.nas.constraints import HARDWARE_KEY
 from nni_hwaware.nas.experiment import load_config, pareto_front, preflight
 from nni_hwaware.nas.hardware import HardwareEstimate, sibling_path
@@ -24,7 +31,7 @@ QUICKSTART = REPO / "experiments" / "quickstart.yml"
 
 @pytest.fixture(scope="module")
 def jetson() -> HardwarePredictor:
-    return HardwarePredictor("jetson_nano", "convnet")
+    return load_predictor("jetson_nano", "convnet")
 
 
 @pytest.fixture(scope="module")

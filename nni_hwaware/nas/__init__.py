@@ -24,9 +24,10 @@ _EXPORTS = {
     "HardwareFilter": "nni_hwaware.nas.constraints",
     "HardwareSettings": "nni_hwaware.nas.constraints",
     "Verdict": "nni_hwaware.nas.constraints",
-    "HardwareEstimate": "nni_hwaware.nas.hardware",
-    "HardwarePredictor": "nni_hwaware.nas.hardware",
-    "resolve_predictor_dir": "nni_hwaware.nas.hardware",
+    "HardwareEstimate": "nni_hwaware.hardware",
+    "HardwarePredictor": "nni_hwaware.hardware",
+    "load_predictor": "nni_hwaware.hardware",
+    "resolve_predictor_dir": "nni_hwaware.hardware",
     "SurrogateProfiler": "nni_hwaware.nas.profiler",
 }
 

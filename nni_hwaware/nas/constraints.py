@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from nni_hwaware.errors import HwAwareError
 
 if TYPE_CHECKING:
-    from nni_hwaware.nas.hardware import HardwareEstimate, HardwarePredictor
+    from nni_hwaware.hardware import HardwareEstimate, HardwarePredictor
 
 _logger = logging.getLogger(__name__)
 METRICS = ("latency_ms", "energy_mj")

@@ -142,14 +142,10 @@ def _tuner_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any]:
 
 def _predictor_source(predictor: str, tuner: Mapping[str, Any], config_dir: Path) -> str:
     """A relative predictor path as found from the tuner's code directory, else as given (see the tuner)."""
-    from nni_hwaware.nas.hardware import nn_meter_folder
-
     if Path(predictor).expanduser().is_absolute() or not isinstance(tuner.get("codeDirectory"), str):
         return predictor
     candidate = _resolve(config_dir, tuner["codeDirectory"]) / predictor
-    if (candidate / "predictor.json").is_file() or nn_meter_folder(candidate) is not None:
-        return str(candidate)
-    return predictor
+    return str(candidate) if (candidate / "predictor.json").is_file() else predictor
 
 
 def _check_search_space(config: Mapping[str, Any], config_dir: Path, space: Any) -> None:

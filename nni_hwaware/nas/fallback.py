@@ -7,8 +7,9 @@ value decides. Measurements go into the measurement store (a rerun reuses them; 
 predictor is rebuilt from). Estimates carry ``source`` / ``energy_source`` =
 ``"measured"`` when a measurement decided.
 
-The target must be the predictor's device: an ESM predictor records the device it was built on and the
-fallback refuses to measure anywhere else; the Jetson Nano predictor needs ``tensorrt`` on a Jetson.
+The target must be the predictor's device: each predictor's ``check_measurer`` refuses a measurer of another
+device (an ESM predictor records the device it was built on; the Jetson Nano predictor needs ``tensorrt`` on
+the board).
 """
 
 from __future__ import annotations
@@ -54,25 +55,18 @@ class MeasuredFallback:
                  refit_every: int = 0) -> None:
         from nni_hwaware.measure.protocol import Protocol
         from nni_hwaware.measure.runner import make_measurer
-        from nni_hwaware.store import device_key
 
+        if refit_every and not predictor.refittable:
+            raise HwAwareError(f"refit_every needs a predictor that learns from measurements (an ESM predictor); "
+                               f"the {predictor.kind} predictor is rebuilt instead")
         self.predictor = predictor
         self.measurer = make_measurer(backend, threads=threads, protocol=Protocol(runs=runs), energy=energy)
         if check_device:
-            if predictor.kind == "jetson_nano" and backend != "tensorrt":
-                raise HwAwareError("the Jetson Nano predictor's fallback must measure on a Jetson with "
-                                   f"--fallback tensorrt, not {backend}; or use an ESM predictor of this machine")
-            if predictor.kind == "esm":
-                built_on = predictor._esm.info.get("device") or {}
-                if built_on and device_key(built_on) != self.measurer.device_key:
-                    raise HwAwareError(
-                        f"the predictor in {predictor.folder} was built on another device/backend "
-                        f"({built_on.get('backend', '?')}, {built_on.get('cpu', built_on.get('host', '?'))}); "
-                        "measuring here would mix targets: build a predictor on this machine or pass the "
-                        "same backend and threads")
-        if refit_every and predictor.kind != "esm":
-            raise HwAwareError("refit_every needs an ESM predictor; the Jetson Nano predictor is rebuilt with "
-                               "`nni-hwaware jetson-nano train`")
+            try:
+                predictor.check_measurer(self.measurer)
+            except BaseException:
+                self.measurer.close()
+                raise
         self.db = Path(db)
         self.refit_every = refit_every
         self.measured: list[HardwareEstimate] = []
@@ -108,21 +102,15 @@ class MeasuredFallback:
         Every later estimate comes from the refitted surrogate; returns the refit record (measurements added,
         held-out accuracy before and after).
         """
-        from nni_hwaware.esm import refit_predictor
         from nni_hwaware.store import MeasurementStore
 
-        if self.predictor.kind != "esm":
-            raise HwAwareError("only ESM predictors are refitted from measurements; the Jetson Nano predictor is "
-                               "rebuilt with `nni-hwaware jetson-nano train`")
         space = self.predictor.space
         with MeasurementStore(self.db) as store:
             rows = store.dataset(space=space, device=self.measurer.device_key, backend=self.measurer.backend.name,
                                  input_size=self.predictor.input_size, include_outliers=False)
-        refitted = refit_predictor(self.predictor._esm, self.predictor.folder,
-                                   [json.loads(a) for a in rows["arch"]], rows["latency_ms"].to_numpy())
-        self.predictor.use_esm(refitted)
-        self.refits.append(refitted.info["refits"][-1])
-        return self.refits[-1]
+        record = self.predictor.refit([json.loads(a) for a in rows["arch"]], rows["latency_ms"].to_numpy())
+        self.refits.append(record)
+        return record
 
     def decide(self, arch: Architecture, verdict: Verdict, budget: Budget) -> Verdict:
         """A verdict the measurement decides, when the surrogate's is undecided (else ``verdict`` itself)."""

@@ -1,7 +1,7 @@
 """An ``nni.nas.profiler.Profiler`` that predicts latency or energy of a model-space sample with a surrogate.
 
 NNI's profilers are built for one model space and answer ``profile(sample) -> float`` quickly; this one maps
-the sample to its architecture and asks a predictor folder (:class:`~nni_hwaware.nas.hardware.HardwarePredictor`:
+the sample to its architecture and asks a predictor folder (:class:`~nni_hwaware.hardware.HardwarePredictor`:
 an ESM predictor of the space, or the Jetson Nano predictor through graph features). Use it wherever NNI takes
 a profiler, e.g. ``nni.nas.strategy.middleware.ProfilerFilter(profiler, upper=...)``, or with
 :class:`~nni_hwaware.nas.constraints.HardwareFilter`, which also uses the intervals.
@@ -14,7 +14,8 @@ from typing import Any
 from nni.nas.profiler import Profiler
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas.hardware import HardwareEstimate, as_hardware_predictor
+from nni_hwaware.hardware import HardwareEstimate
+from nni_hwaware.nas.hardware import as_hardware_predictor
 from nni_hwaware.spaces.nni_space import sample_to_arch
 
 

@@ -131,7 +131,7 @@ def hardware_settings(args: argparse.Namespace, params: Any) -> tuple[HardwareSe
 
 def _predictors(settings: HardwareSettings, nn_meter_dir: str | None) -> tuple[Any, Any]:
     """The predictor of the settings and the optional nn-Meter estimator shown beside it."""
-    from nni_hwaware.nas.hardware import as_hardware_predictor, nn_meter_folder
+    from nni_hwaware.nas.hardware import as_hardware_predictor
 
     # the folder the tuner loaded, when this machine has it (a remote trial resolves the configured name)
     where = settings.predictor_folder
@@ -140,14 +140,8 @@ def _predictors(settings: HardwareSettings, nn_meter_dir: str | None) -> tuple[A
                                       trust_pickles=settings.trust_nn_meter_pickles)
     nn_meter = None
     if nn_meter_dir:  # checked before any training, so a wrong folder fails at once
-        from nni_hwaware.nnmeter.predictor import NnMeterEstimator
-
-        folder = nn_meter_folder(nn_meter_dir)
-        if folder is None:
-            raise HwAwareError(f"--nn-meter {nn_meter_dir}: no nn-Meter predictor folder there (fusion_rules.json); "
-                               "build one with `nni-hwaware nn-meter build`")
-        nn_meter = NnMeterEstimator(folder, predictor.space, predictor.input_size,
-                                    trust_pickles=settings.trust_nn_meter_pickles)
+        nn_meter = as_hardware_predictor(nn_meter_dir, predictor.space, predictor.input_size, kind="nn_meter",
+                                         trust_pickles=settings.trust_nn_meter_pickles)
     return predictor, nn_meter
 
 
