@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,25 +171,36 @@ def declared_kind(folder: Path) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def check_output_dir(out: str | Path, kind: str, parameter: str = "out") -> Path:
-    """Refuse an output folder we must not replace, before any work starts; returns it as a ``Path``.
+def refuse_foreign_folder(out: str | Path, parameter: str, ours: Callable[[Path], bool], what: str) -> Path:
+    """Refuse an output folder that must not be written into or replaced; returns it as a ``Path``.
 
-    Allowed: a folder that does not exist yet (in an existing, writable parent), an empty folder, or a folder
-    whose ``predictor.json`` declares ``kind``. Refused: a file, the working folder or one above it, the
-    folder of a shipped predictor set, and any other non-empty folder.
+    Refused: a file, the working folder or one above it, and a non-empty folder for which ``ours`` is false
+    (it holds something other than an earlier output of ours). ``what`` names the output in the messages.
     """
     out = Path(out)
     resolved = out.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
-        raise HwAwareError(f"{parameter} {out} is the working folder or one above it; give a new folder for "
-                           "the predictor")
+        raise HwAwareError(f"{parameter} {out} is the current folder or one above it; give a new folder for "
+                           f"the {what}")
     if out.exists() and not out.is_dir():
-        raise HwAwareError(f"{parameter} {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and declared_kind(out) != kind:
-        raise HwAwareError(f"{parameter} {out} is a folder that does not hold a {kind} predictor of ours; "
-                           "give a new or empty folder (it is replaced as a whole)")
-    parent = resolved.parent
+        raise HwAwareError(f"{parameter} {out} is a file; give a folder for the {what}")
+    if out.is_dir() and any(out.iterdir()) and not ours(out):
+        raise HwAwareError(f"{parameter} {out} holds other files, not {what} of ours; give a new or empty "
+                           "folder")
+    return out
+
+
+def check_output_dir(out: str | Path, kind: str, parameter: str = "out") -> Path:
+    """Refuse a predictor folder we must not replace, before any work starts; returns it as a ``Path``.
+
+    Allowed: a folder that does not exist yet (in an existing, writable parent), an empty folder, or a folder
+    whose ``predictor.json`` declares ``kind`` (:func:`refuse_foreign_folder` says what is refused).
+    """
+    article = "an" if kind[:1] in "aeiou" else "a"
+    out = refuse_foreign_folder(out, parameter, lambda folder: declared_kind(folder) == kind,
+                                f"{article} {kind} predictor")
+    parent = out.resolve().parent
     if not parent.is_dir():
         raise HwAwareError(f"cannot write {out}: folder {parent} does not exist")
     try:

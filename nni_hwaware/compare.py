@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware import metrics
+from nni_hwaware.artifacts import refuse_foreign_folder
 from nni_hwaware.encode import ENCODINGS, Encoder
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import allocate_extension
@@ -410,12 +411,4 @@ def check_output_folder(out: Path, *, marker: str) -> None:
 
     A folder may be written into when it is new, empty, or holds ``marker`` (an earlier output of ours).
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise HwAwareError(f"--out {out} is a file, not a folder; give a folder for the results")
-    resolved, here = out.resolve(), Path.cwd().resolve()
-    if resolved == here or resolved in here.parents:
-        raise HwAwareError(f"--out {out} is the current folder or a parent of it; give a folder of its own")
-    if out.is_dir() and not (out / marker).is_file() and any(out.iterdir()):
-        raise HwAwareError(f"--out {out} holds other files and no earlier {marker}; give a new or empty folder")
-
+    refuse_foreign_folder(out, "--out", lambda folder: (folder / marker).is_file(), "comparison results")

@@ -59,15 +59,15 @@ def snapshot(folder: Path) -> dict[str, str]:
     return out
 
 
-def run_in_process(argv: list[str], cwd: Path) -> tuple[int, str, str]:
-    """``nni-hwaware ARGV`` in this process, in ``cwd``: exit status, stdout, stderr."""
+def run_in_process(argv: list[str], cwd: Path, entry: Callable[[list[str]], int] = cli_main) -> tuple[int, str, str]:
+    """``nni-hwaware ARGV`` (or another ``entry`` point) in this process, in ``cwd``: exit status, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
     old = Path.cwd()
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                code = cli_main(argv)
+                code = entry(argv)
             except SystemExit as exc:  # argparse usage errors and --help
                 code = exc.code if isinstance(exc.code, int) else 1
             except Exception:  # what a user would see as a traceback
@@ -98,3 +98,11 @@ def check_case(case: Case, tmp_path: Path) -> str:
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not changed, f"files created, changed or removed: {changed[:10]}"
     return lines[0]
+
+
+def field_path(path: tuple) -> str:
+    """A path into a nested document as the spaces layer writes it in messages: ``units[2].choices.kernel_size``."""
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
+    return out

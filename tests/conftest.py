@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,20 @@ def esm_gb_predictor(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("esm_gb") / "predictor"
     write_predictor_dir(result, out)
     return out
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path) -> Iterator[Path]:
+    """``folder`` made unwritable for the duration (``chattr +i`` when running as root, who ignores modes)."""
+    os.chmod(folder, 0o555)
+    immutable = False
+    try:
+        if os.access(folder, os.W_OK):
+            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+            if not immutable:
+                pytest.skip("running as root and chattr +i is not available: cannot make a read-only folder")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        os.chmod(folder, 0o755)

@@ -219,7 +219,7 @@ def test_build_out_never_empties_the_working_folder(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     for out in (".", str(tmp_path), str(tmp_path.parent)):
         code, _, err = run_in_process(["build", "--space", "mobilenetv3", "--db", "m.db", "--out", out], tmp_path)
-        assert code == 2 and "working folder or one above it" in err
+        assert code == 2 and "current folder or one above it" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
 
 
@@ -228,7 +228,7 @@ def test_build_out_refuses_a_folder_that_is_not_a_predictor(tmp_path):
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
     code, _, err = run_in_process(["build", "--space", "mobilenetv3", "--db", "m.db", "--out", "mine"], tmp_path)
-    assert code == 2 and "does not hold a esm predictor" in err
+    assert code == 2 and "holds other files, not an esm predictor" in err
     assert (other / "notes.txt").read_text() == "keep me" and not (tmp_path / "m.db").exists()
 
 
@@ -241,14 +241,14 @@ def test_replace_output_dir_swaps_a_predictor_of_ours_atomically(tmp_path):
     replace_output_dir(staged, out, "esm")
     assert json.loads((out / "predictor.json").read_text())["v"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]  # no staging or old folder left
-    with pytest.raises(HwAwareError, match="does not hold a jetson_nano predictor"):
+    with pytest.raises(HwAwareError, match="not a jetson_nano predictor of ours"):
         check_output_dir(out, "jetson_nano")
 
 
 def test_jetson_train_refuses_a_foreign_folder_before_any_work(tmp_path):
     (tmp_path / "x.txt").write_text("keep")
     code, _, err = run_in_process(["jetson-nano", "train", "--data", "nowhere", "--out", "."], tmp_path)
-    assert code == 2 and "working folder" in err
+    assert code == 2 and "current folder" in err
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 
 

@@ -8,18 +8,14 @@ way.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from badinput import Case, check_case, snapshot
+from badinput import Case, check_case, run_in_process, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((REPO / "experiments" / "quickstart.yml").read_text())
@@ -197,21 +193,7 @@ TRIAL_CASES = [
 def _run_trial(argv: list[str], cwd: Path) -> tuple[int, str, str]:
     from nni_hwaware.nas.trial import main
 
-    out, err = io.StringIO(), io.StringIO()
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(argv)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except Exception:
-                err.write(traceback.format_exc())
-                code = -1
-    finally:
-        os.chdir(old)
-    return int(code), out.getvalue(), err.getvalue()
+    return run_in_process(argv, cwd, entry=main)
 
 
 @pytest.mark.parametrize(("argv", "expect"), [c[1:] for c in TRIAL_CASES], ids=[c[0] for c in TRIAL_CASES])

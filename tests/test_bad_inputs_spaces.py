@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from badinput import Case, check_case
+from badinput import Case, check_case, field_path
 
 from nni_hwaware.paths import data_dir
 from nni_hwaware.spaces import load_space
@@ -46,13 +46,6 @@ def _set(data: Any, path: tuple, value: Any) -> Any:
     else:
         node[path[-1]] = value
     return data
-
-
-def _path_text(path: tuple) -> str:
-    out = ""
-    for key in path:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
-    return out
 
 
 def _writer(name: str, content: str | bytes) -> Callable[[Path], None]:
@@ -157,7 +150,7 @@ _LOADERS = [
 def _space_file_cases() -> list[Case]:
     cases = []
     for i, (space, path, value, message) in enumerate(FIELD_MUTATIONS):
-        where = _path_text(path)
+        where = field_path(path)
         bad = yaml.safe_dump(_set(SHIPPED[space], path, value), sort_keys=False)
         cases.append(Case(
             id=f"yaml-{space}-{where}-{i}", argv=_LOADERS[i % len(_LOADERS)], setup=_writer("custom.yaml", bad),

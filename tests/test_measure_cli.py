@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import read_only_folder
 
 from nni_hwaware.cli import main
 from nni_hwaware.spaces import load_space, sample_architectures
@@ -149,21 +150,11 @@ def test_backend_not_installed(cli, tmp_path):
 def test_database_in_a_read_only_folder(cli, tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
-    os.chmod(folder, 0o555)
-    immutable = False
-    try:
-        if os.access(folder, os.W_OK):  # root ignores permissions: make the folder immutable instead
-            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-            if not immutable:
-                pytest.skip("running as root and chattr +i is not available: cannot make a read-only folder")
+    with read_only_folder(folder):
         db = folder / "m.db"
         _one_line_error(cli("measure", "--space", "convnet", "--n", "1", "--input-size", "8", *FAST,
                             "--db", str(db)), "cannot write database", "writable")
         assert not db.exists()
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-        os.chmod(folder, 0o755)
 
 
 def test_corrupt_database_file(cli, tmp_path):

@@ -21,6 +21,7 @@ from typing import Any
 import onnxruntime as ort
 import pytest
 import yaml
+from badinput import field_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,13 +58,6 @@ def _replace(data: Any, path: tuple, value: Any) -> Any:
     data = copy.deepcopy(data)
     _get(data, path[:-1])[path[-1]] = value
     return data
-
-
-def _path_text(path: tuple) -> str:
-    out = ""
-    for key in path:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
-    return out
 
 
 # -------------------------------------------------------------------------- valid space variations
@@ -155,7 +149,7 @@ def test_a_bad_field_of_a_space_file_is_refused_by_its_path(node: tuple[str, tup
     value = data.draw(st.sampled_from(_bad_values(name, path)))
     with pytest.raises(HwAwareError) as info:
         parse_space(_replace(SHIPPED[name], path, value), source="mutant.yaml")
-    assert f"space file mutant.yaml: {_path_text(path)}: " in str(info.value)
+    assert f"space file mutant.yaml: {field_path(path)}: " in str(info.value)
 
 
 # ---------------------------------------------------------------------------------- architectures

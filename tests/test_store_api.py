@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import read_only_folder
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure import measure_architectures
@@ -221,27 +221,16 @@ def test_folder_and_missing_folder_as_database(tmp_path):
 
 
 def test_existing_store_in_a_read_only_folder_is_read_but_not_written(tmp_path):
-    import subprocess
 
     folder = tmp_path / "ro"
     folder.mkdir()
     _filled_store(folder / "m.db", rows=2)
-    os.chmod(folder, 0o555)
-    immutable = False
-    try:
-        if os.access(folder, os.W_OK):  # root ignores permissions: make the folder immutable instead
-            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-            if not immutable:
-                pytest.skip("running as root and chattr +i is not available")
+    with read_only_folder(folder):
         with MeasurementStore(folder / "m.db", readonly=True) as store:
             assert store.count() == 2
         with pytest.raises(HwAwareError, match="cannot write database"):
             MeasurementStore(folder / "m.db").count()
         assert sorted(p.name for p in folder.iterdir()) == ["m.db"]
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-        os.chmod(folder, 0o755)
 
 
 def test_open_checks_integrity_quickly(tmp_path):

@@ -141,22 +141,16 @@ def check_build_folder(out: str | Path) -> Path:
     """Refuse an output folder a build must not write into; returns it as a path.
 
     A build writes into ``out`` (and resumes there): it may be new, empty, or an earlier build of ours; never a
-    file, the current folder or a parent of it, or a folder of other files.
+    file, the current folder or a parent of it, a folder of other files, or a predictor of another kind.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise HwAwareError(f"--out {out} is a file, not a folder; give a folder for the nn-Meter build")
-    resolved, here = out.resolve(), Path.cwd().resolve()
-    if resolved == here or resolved in here.parents:
-        raise HwAwareError(f"--out {out} is the current folder or a parent of it; give a folder of its own")
-    from nni_hwaware.artifacts import declared_kind
+    from nni_hwaware.artifacts import declared_kind, refuse_foreign_folder
 
-    if (out / "predictor.json").exists() and declared_kind(out) != "nn_meter":
-        raise HwAwareError(f"--out {out} holds a predictor of another kind; give a new or empty folder")
-    if out.is_dir() and not any((out / m).exists() for m in BUILD_MARKERS) and any(out.iterdir()):
-        raise HwAwareError(f"--out {out} holds other files and no earlier nn-Meter build; give a new or empty "
-                           "folder")
-    return out
+    def earlier_build(folder: Path) -> bool:
+        if (folder / "predictor.json").exists():
+            return declared_kind(folder) == "nn_meter"
+        return any((folder / m).exists() for m in BUILD_MARKERS)
+
+    return refuse_foreign_folder(out, "--out", earlier_build, "an nn-Meter build")
 
 
 def _kernel_mmacs(config: dict[str, Any]) -> float:
