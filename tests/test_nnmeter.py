@@ -225,7 +225,7 @@ def test_side_by_side_experiment_reports_nn_meter_next_to_ours(built, esm_built,
     home = tmp_path / "home"
     home.mkdir()
     run = subprocess.run([sys.executable, "-m", "nni_hwaware.cli", "nas", "run", "--config", str(path), "--trials",
-                          "2", "--out", str(tmp_path / "run"), "--port", str(free_port()), "--stop", "--json"],
+                          "2", "--out", str(tmp_path / "run"), "--port", str(free_port()), "--stop", "--json", "--trust-pickles"],
                          cwd=REPO, capture_output=True, text=True, timeout=600,
                          env=dict(os.environ, HOME=str(home), PYTHONWARNINGS="ignore"))
     report = json.loads(run.stdout)

@@ -26,11 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds to wait for the experiment (a failed or unfinished one is stopped)")
     p.add_argument("--stop", action="store_true", help="stop the experiment when done")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--trust-pickles", action="store_true",
+                   help="allow a config that trusts nn-Meter's pickled predictors (they run code when loaded)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("check", help="check a hardware-aware experiment config without starting it")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--samples", type=int, default=100, help="random architectures tried against the budget")
+    p.add_argument("--trust-pickles", action="store_true",
+                   help="allow a config that trusts nn-Meter's pickled predictors (they run code when loaded)")
     p.set_defaults(func=_check)
 
 
@@ -38,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     from nni_hwaware.nas.experiment import format_report, run_experiment
 
     report = run_experiment(args.config, out=args.out, port=args.port, trials=args.trials, stop=args.stop,
-                            timeout=args.timeout)
+                            timeout=args.timeout, trust_pickles=args.trust_pickles)
     print(json.dumps(report) if args.json else format_report(report))
     return 0 if report["rows"] else 1
 
@@ -46,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from nni_hwaware.nas.experiment import load_config, preflight
 
-    info = preflight(load_config(args.config), args.config.resolve().parent, samples=args.samples)
+    info = preflight(load_config(args.config), args.config.resolve().parent, samples=args.samples,
+                     trust_pickles=args.trust_pickles)
     print(json.dumps(info, indent=1))
     return 0

@@ -182,8 +182,12 @@ def _feasibility(predictor: Any, budget: Any, samples: int, seed: int) -> float:
     return len(passing) / len(estimates)
 
 
-def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, seed: int = 0) -> dict[str, Any]:
+def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, seed: int = 0,
+              trust_pickles: bool = False) -> dict[str, Any]:
     """Check a hardware-aware experiment config; returns what the search will work with.
+
+    A config that trusts nn-Meter's pickles (``trust_nn_meter_pickles: true``) is checked only with
+    ``trust_pickles=True`` (``--trust-pickles``): vetting a config must never run code a folder it names holds.
 
     Raises :class:`~nni_hwaware.errors.HwAwareError` with what to fix when the tuner's ``classArgs`` are of the
     wrong type or out of range, the trial command does not parse or states the hardware settings again, the
@@ -196,13 +200,16 @@ def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, s
     _check_samples(samples)
     tuner, class_args = _tuner_section(config)
     settings = check_class_args(class_args)
+    if settings.trust_nn_meter_pickles and not trust_pickles:
+        raise HwAwareError("the config's classArgs trust nn-Meter pickles (trust_nn_meter_pickles: true), which run "
+                           "code when loaded; check the folders it names, then pass --trust-pickles to load them")
     check_trial_command(config, settings)
     source = _predictor_source(settings.predictor, tuner, config_dir)
     predictor = as_hardware_predictor(source, settings.space, settings.input_size,
                                       trust_pickles=settings.trust_nn_meter_pickles)
     budget = settings.budget()
     budget.check_predictor(predictor)
-    if class_args.get("refit_every") and getattr(predictor, "kind", None) != "esm":
+    if class_args.get("refit_every") and not predictor.refittable:
         raise HwAwareError(f"classArgs refit_every refits an ESM predictor from measurements; {settings.predictor} "
                            f"is a {getattr(predictor, 'kind', '?')} predictor: remove refit_every and refit_db")
     _check_search_space(config, config_dir, predictor.space)
@@ -511,7 +518,7 @@ def _outcome(status: str, errors: list[str], rows: list[dict[str, Any]], timed_o
 
 def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstart", port: int | None = None,
                    trials: int | None = None, stop: bool = False, timeout: float = 3600, top: int = 5,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, trust_pickles: bool = False) -> dict[str, Any]:
     """Preflight, start, follow and report an nnictl experiment; returns the report written to results.json.
 
     Parameters
@@ -529,6 +536,8 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
         fails, ends without a successful trial, or is interrupted is always stopped.
     timeout
         Seconds to wait for the experiment before reporting what finished so far.
+    trust_pickles
+        Allow a config that trusts nn-Meter's pickles (see :func:`preflight`).
     """
     import yaml
 
@@ -538,7 +547,7 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
         raise HwAwareError(f"--out {out} is a file; pass a folder for the results and NNI's working directory")
     config_path = Path(config_path).resolve()
     config = load_config(config_path)
-    info = preflight(config, config_path.parent)
+    info = preflight(config, config_path.parent, trust_pickles=trust_pickles)
     effective_config = _effective_config(config, config_path, out, trials)
     try:
         out.mkdir(parents=True, exist_ok=True)
