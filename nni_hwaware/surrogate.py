@@ -332,7 +332,7 @@ def _load_mlp(path: Path, meta: dict[str, Any], n_features: int) -> MLPSurrogate
         model.members_ = [[(tensors[f"m{m}.l{i}.w"], tensors[f"m{m}.l{i}.b"]) for i in range(layers)]
                           for m in range(members)]
     except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
-        raise ArtifactError(f"predictor file {path} is corrupt or does not match predictor.json "
+        raise ArtifactError(f"predictor file {path} is corrupt or truncated, or does not match predictor.json "
                             f"({type(exc).__name__}); rebuild it") from None
     _check_mlp_shapes(model, n_features, path)
     return model
