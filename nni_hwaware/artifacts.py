@@ -214,7 +214,11 @@ def check_output_dir(out: str | Path, kind: str, parameter: str = "out") -> Path
 def staging_dir(out: Path) -> Path:
     """A new hidden folder beside ``out`` to write into before :func:`replace_output_dir`."""
     parent = out.resolve().parent
-    return Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tmp-"))
+    staged = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    staged.chmod(0o777 & ~umask)  # mkdtemp makes folders private; the predictor gets the usual permissions
+    return staged
 
 
 def replace_output_dir(staged: Path, out: Path, kind: str, parameter: str = "out") -> None:

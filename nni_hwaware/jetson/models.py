@@ -241,22 +241,35 @@ class EnergyFromPower:
         return model
 
 
+#: The smallest unit a network feature is measured in by the OOD distance. Features are log10 quantities and
+#: shares of time or MACs, so 0.05 is a 12 % change of a quantity or 5 points of a share. Without a floor, a
+#: feature that never varies in the dataset (the share of 7x7 depthwise convs is always 0) turns any network
+#: that has some into a distance of 10^5, and nothing of the search spaces is ever in distribution.
+SCALE_FLOOR = 0.05
+
+
 class KnnDistance:
     """Out-of-distribution score: mean distance to the k nearest training networks in standardised features.
+
+    Each feature is divided by its standard deviation in the training data, but never by less than
+    ``scale_floor`` (see :data:`SCALE_FLOOR`).
 
     Parameters
     ----------
     k
         Neighbours averaged.
+    scale_floor
+        The smallest feature scale.
     """
 
-    def __init__(self, k: int = 5) -> None:
+    def __init__(self, k: int = 5, scale_floor: float = SCALE_FLOOR) -> None:
         self.k = k
+        self.scale_floor = scale_floor
 
     def fit(self, X: np.ndarray) -> KnnDistance:
         X = np.asarray(X, float)
         self.mean_ = X.mean(axis=0)
-        self.scale_ = X.std(axis=0) + 1e-6
+        self.scale_ = np.maximum(X.std(axis=0), self.scale_floor)
         self.train_ = ((X - self.mean_) / self.scale_).astype(np.float32)
         return self
 

@@ -44,11 +44,13 @@ from nni_hwaware.jetson.features import NETWORK_FEATURES, ROOFLINE_COLUMNS, feat
 from nni_hwaware.jetson.graph import GraphLayers, convnet_onnx, extract_layers
 from nni_hwaware.jetson.models import (
     POWER_MONOTONE,
+    SCALE_FLOOR,
     TIME_SHARES,
     EnergyFromPower,
     KnnDistance,
     gradient_boosting,
 )
+from nni_hwaware.jetson.predictor import ARTIFACT_VERSION
 from nni_hwaware.jetson.prior import PriorAveragedRoofline, prior_sensitivity, reference_errors
 
 TARGETS = ("latency_ms", "energy_mj")
@@ -57,7 +59,6 @@ INTERVAL_QUANTILES = (0.05, 0.95)
 OOD_QUANTILE = 0.99
 KNN_K = 5
 FAMILY_FOLDS = 5
-ARTIFACT_VERSION = 3
 POWER_FILE = "power_w.skops"
 
 
@@ -297,8 +298,9 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
         "real_world_check": real_world,
         "network_features": NETWORK_FEATURES,
         "roofline_columns": ROOFLINE_COLUMNS,
-        "ood": {"method": f"mean Euclidean distance to the {KNN_K} nearest training networks in standardised "
-                          "network features", "k": KNN_K, "threshold": threshold,
+        "ood": {"method": f"mean Euclidean distance to the {KNN_K} nearest training networks in network "
+                          f"features standardised by their spread (at least {SCALE_FLOOR})", "k": KNN_K,
+                "scale_floor": SCALE_FLOOR, "threshold": threshold,
                 "threshold_quantile": OOD_QUANTILE},
         "interval_quantiles": list(INTERVAL_QUANTILES),
         "intervals_log_ratio": intervals,
@@ -307,6 +309,8 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
     }
     staged = staging_dir(out)
     try:
+        if (out / "model_card.json").is_file():  # its real-world section (from the benchmark) is kept
+            shutil.copy2(out / "model_card.json", staged / "model_card.json")
         _write_artifacts(staged, meta, knn, final)
         card = write_model_card(staged, meta, report.as_dict(), metrics, elapsed_s=time.time() - t0)
     except BaseException:

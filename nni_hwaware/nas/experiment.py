@@ -563,7 +563,8 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
     stopped = False
     try:
         wanted = int(effective_config.get("maxTrialNumber") or 0)
-        status, errors, all_trials, timed_out = _follow(port, wanted, timeout, say)
+        with _terminate_as_interrupt():
+            status, errors, all_trials, timed_out = _follow(port, wanted, timeout, say)
         experiment_dir = out / "nni-experiments" / experiment_id
         rows = summarize(all_trials, info["space"])
         report = {
@@ -590,6 +591,27 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
             say(f"[nas] {what}; stopping experiment {experiment_id}")
             stop_experiment(experiment_id)
         raise
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Any:
+    """While following an experiment, SIGTERM (a service manager, a CI timeout) interrupts like Ctrl-C does,
+    so the experiment is stopped rather than left running. Only the main thread can install handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _write_outputs(out: Path, report: dict[str, Any]) -> None:
