@@ -183,8 +183,8 @@ def test_an_interrupted_run_stops_its_experiment(tmp_path, signum):
                              str(tmp_path / "run"), "--port", str(free_port()), "--trials", "3"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    experiment_id, left_behind = None, []
     try:
-        experiment_id = None
         for line in proc.stderr:  # "[nas] experiment ID started; web UI ..."
             if line.startswith("[nas] experiment "):
                 experiment_id = line.split()[2]
@@ -197,7 +197,11 @@ def test_an_interrupted_run_stops_its_experiment(tmp_path, signum):
     finally:
         if proc.poll() is None:
             proc.kill()
+        left_behind = _processes_of(experiment_id) if experiment_id else []
+        if left_behind:  # never leave an experiment running behind a failed test
+            _nnictl_stop(experiment_id, _env(tmp_path))
     assert proc.returncode == 130, rest_of_stderr[-3000:]
+    assert not left_behind, left_behind
     assert f"interrupted; stopping experiment {experiment_id}" in rest_of_stderr
     assert _processes_of(experiment_id) == []
 
