@@ -182,9 +182,9 @@ def refuse_foreign_folder(out: str | Path, parameter: str, ours: Callable[[Path]
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
         raise HwAwareError(f"{parameter} {out} is the current folder or one above it; give a new folder for "
-                           f"the {what}")
+                           f"{what}")
     if out.exists() and not out.is_dir():
-        raise HwAwareError(f"{parameter} {out} is a file; give a folder for the {what}")
+        raise HwAwareError(f"{parameter} {out} is a file; give a folder for {what}")
     if out.is_dir() and any(out.iterdir()) and not ours(out):
         raise HwAwareError(f"{parameter} {out} holds other files, not {what} of ours; give a new or empty "
                            "folder")

@@ -134,6 +134,8 @@ class HardwarePredictor(ABC):
     kind: ClassVar[str] = ""
     #: Whether :meth:`refit` can learn from new measurements.
     refittable: ClassVar[bool] = False
+    #: Whether the folders of this kind hold pickles; the constructor then takes ``trust_pickles``.
+    loads_pickles: ClassVar[bool] = False
 
     def __init__(self, folder: Path, space: str | SearchSpace | None, input_size: int | None = None) -> None:
         self.folder = Path(folder)
@@ -305,5 +307,5 @@ def load_predictor(folder: str | Path, space: str | SearchSpace | None = None, i
                             "folder built by `nni-hwaware build` or the shipped jetson_nano (nn-Meter's own "
                             "predictor files: kind nn_meter)")
     cls = predictor_class(chosen)
-    options = {"trust_pickles": trust_pickles} if chosen == "nn_meter" else {}
+    options = {"trust_pickles": trust_pickles} if cls.loads_pickles else {}
     return cls(path, space, input_size, **options)

@@ -81,7 +81,7 @@ def check_nn_meter_folder(path: str | Path, *, trust_pickles: bool) -> Path:
     from nni_hwaware.artifacts import declared_kind
 
     folder = _predictor_folder(path)
-    for candidate in (Path(path), folder, folder.parent if folder != Path(path) else folder):
+    for candidate in {Path(path), folder}:  # the build folder and the kernel folder inside it
         kind = declared_kind(candidate)
         if kind != "nn_meter" and (candidate / "predictor.json").exists():
             raise ArtifactError(f"{candidate} declares a {kind!r} predictor (predictor.json); it is not loaded as "
@@ -204,6 +204,8 @@ class NnMeterEstimator(HardwarePredictor):
     >>> estimator = NnMeterEstimator("runs/nn-meter-cpu", "resnet", 32, trust_pickles=True)  # doctest: +SKIP
     >>> estimator.estimate(estimator.space.default_architecture()).latency_ms  # doctest: +SKIP
     """
+
+    loads_pickles = True
 
     def __init__(self, predictor: Any, space: str | SearchSpace | None, input_size: int | None = None, *,
                  trust_pickles: bool = False) -> None:
