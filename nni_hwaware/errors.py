@@ -18,3 +18,7 @@ class ArtifactError(HwAwareError):
 
 class ParameterError(HwAwareError, ValueError):
     """A parameter out of its range or of the wrong type (a seed, a count, an input size, a width multiplier)."""
+
+
+class DeviceError(HwAwareError):
+    """A measuring device that cannot be reached, stopped answering, refused us, or is not the one expected."""

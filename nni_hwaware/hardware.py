@@ -218,6 +218,7 @@ _BUILTIN_MODULES = {
     "esm": "nni_hwaware.esm",
     "jetson_nano": "nni_hwaware.jetson.adapter",
     "nn_meter": "nni_hwaware.nnmeter.predictor",
+    "calibrated": "nni_hwaware.calibration",
 }
 
 
