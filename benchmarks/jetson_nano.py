@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
+from nni_hwaware import metrics  # noqa: E402
 from nni_hwaware.jetson import zoo  # noqa: E402
 from nni_hwaware.jetson.card import write_model_card  # noqa: E402
 from nni_hwaware.jetson.features import NETWORK_FEATURES, feature_matrix, network_features  # noqa: E402
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
 
     def mape(key: str, target: str) -> float:
-        return round(float(np.mean([abs(r[key] / r[target] - 1) for r in rows])) * 100, 2)
+        return round(metrics.mape([r[target] for r in rows], [r[key] for r in rows]), 2)
 
     summary = {"shipped": {"latency": mape("pred_latency_ms", "latency_ms"), "energy": mape("pred_energy_mj", "energy_mj")},
                "hybrid_forced": {"latency": mape("hybrid_forced_latency_ms", "latency_ms"),

@@ -52,6 +52,7 @@ from nni_hwaware.jetson.models import (
 )
 from nni_hwaware.jetson.predictor import ARTIFACT_VERSION
 from nni_hwaware.jetson.prior import PriorAveragedRoofline, prior_sensitivity, reference_errors
+from nni_hwaware.metrics import mape
 
 TARGETS = ("latency_ms", "energy_mj")
 METHODS = ("roofline", "gbm", "hybrid")
@@ -77,10 +78,6 @@ def dataset_graphs(models: list[DatasetModel], progress: Callable[[str], None] |
             rate = (i + 1) / (time.time() - start)
             progress(f"  graphs {i + 1}/{len(models)} (ETA {(len(models) - i - 1) / rate:.0f} s)")
     return graphs
-
-
-def mape(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean(np.abs(pred - true) / true) * 100)
 
 
 class HybridFit:
@@ -165,7 +162,7 @@ def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: lis
             for target in TARGETS:
                 y = Y[target]
                 preds = all_preds[target]
-                fold[target] = {m: round(mape(preds[m], y[te]), 2) for m in METHODS}
+                fold[target] = {m: round(mape(y[te], preds[m]), 2) for m in METHODS}
                 for m in METHODS:
                     pooled[target][m].append(preds[m])
                 truth[target].append(y[te])
@@ -177,7 +174,7 @@ def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: lis
             split_res["folds"][label] = fold
             progress(f"  {split_name} / {label}: " + ", ".join(
                 f"{t} " + " ".join(f"{m} {fold[t][m]:.1f}%" for m in METHODS) for t in TARGETS))
-        split_res["pooled"] = {t: {m: round(mape(np.concatenate(pooled[t][m]), np.concatenate(truth[t])), 2)
+        split_res["pooled"] = {t: {m: round(mape(np.concatenate(truth[t]), np.concatenate(pooled[t][m])), 2)
                                    for m in METHODS} for t in TARGETS}
         results[split_name] = split_res
     for t in TARGETS:

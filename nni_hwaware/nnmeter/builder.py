@@ -47,14 +47,13 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.nnmeter.predictor import NN_METER_OPSET
 
 #: Kernels nn-Meter builds when no search space narrows the list (its ``predictorbuild_config.yaml``).
 ALL_KERNELS = ("conv-bn-relu", "dwconv-bn-relu", "maxpool", "avgpool", "fc", "concat", "split", "channelshuffle",
                "se", "global-avgpool", "bnrelu", "bn", "hswish", "relu", "addrelu", "add")
 #: nn-Meter's CPU regressor hyperparameters (see the module docstring for why not its default).
 REGRESSOR_PROFILE = "tflite_cpu"
-#: Opset of nn-Meter's torch implementation.
-NN_METER_OPSET = 12
 
 
 @dataclass

@@ -67,6 +67,8 @@ def official_kernel_list(name: str) -> list[str]:
     return list(entries[-1]["kernel_predictors"])
 
 
+#: Opset of nn-Meter's torch implementation (its kernels were fitted on graphs exported at this opset).
+NN_METER_OPSET = 12
 PICKLE_OPT_IN = ("nn-Meter predictors are pickle files, which run code when loaded; load only folders you built "
                  "or trust, and opt in: --trust-pickles on the command line, trust_pickles=True in Python, "
                  "trust_nn_meter_pickles: true in an experiment's tuner classArgs")
@@ -164,7 +166,6 @@ def nn_meter_onnx(space: SearchSpace, arch: Architecture, input_size: int | None
 
     (At opset 17 hard-swish is one ``HardSwish`` node, which nn-Meter's converter does not know.)
     """
-    from nni_hwaware.nnmeter.builder import NN_METER_OPSET
     from nni_hwaware.spaces import build_module
     from nni_hwaware.spaces.export import example_input, module_to_onnx_bytes
 
