@@ -255,46 +255,60 @@ def load_dataset(data_dir: str | Path, *, stages: list[str] | None = None,
         stage_dir = root / stage
         if not stage_dir.is_dir():
             raise HwAwareError(f"stage folder {stage_dir} missing; is {root} the published Jetson Nano dataset?")
-        taken = 0
-        with find_stage_csv(stage_dir).open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"Model Name", "Total MACs", "Total Parameters", LATENCY_COLUMN, ENERGY_COLUMN} - set(
-                reader.fieldnames or [])
-            if missing:
-                raise HwAwareError(f"{stage_dir.name}: columns {sorted(missing)} missing from the model CSV")
-            for row in reader:
-                report.rows += 1
-                latency, energy = _number(row, LATENCY_COLUMN), _number(row, ENERGY_COLUMN)
-                if latency is None or latency <= 0:
-                    report.skipped_unmeasured += 1
-                    continue
-                if energy is None or energy <= 0:
-                    report.skipped_bad += 1
-                    continue
-                name = row["Model Name"].strip()
-                try:
-                    arch, width = parse_model_name(name)
-                    arch = space.validate(arch)
-                except HwAwareError:
-                    report.skipped_bad += 1
-                    continue
-                taken += 1
-                report.per_stage[stage] = report.per_stage.get(stage, 0) + 1
-                if name in by_name:
-                    report.duplicates += 1
-                    model = by_name[name]
-                    model.stages.append(stage)
-                    model.latencies.append(latency)
-                    model.energies.append(energy)
-                else:
-                    by_name[name] = DatasetModel(
-                        name=name, stage=stage, family=STAGES[stage], arch=arch, input_size=width,
-                        latency_ms=latency, energy_mj=energy,
-                        csv_macs=int(float(row["Total MACs"])), csv_params=int(float(row["Total Parameters"])),
-                        stages=[stage], latencies=[latency], energies=[energy])
-                if limit_per_stage is not None and taken >= limit_per_stage:
-                    break
+        _read_stage(stage_dir, stage, space, by_name, report, limit_per_stage)
     models = list(by_name.values())
+    if not models:
+        raise HwAwareError(f"no measured models found under {root}")
+    _average_repeats(models, report)
+    return models, report
+
+
+def _read_stage(stage_dir: Path, stage: str, space: Any, by_name: dict[str, DatasetModel], report: DatasetReport,
+                limit: int | None) -> None:
+    """Add the measured rows of one stage's CSV to ``by_name`` (repeats of a name collect their values)."""
+    taken = 0
+    with find_stage_csv(stage_dir).open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"Model Name", "Total MACs", "Total Parameters", LATENCY_COLUMN, ENERGY_COLUMN} - set(
+            reader.fieldnames or [])
+        if missing:
+            raise HwAwareError(f"{stage_dir.name}: columns {sorted(missing)} missing from the model CSV")
+        for row in reader:
+            report.rows += 1
+            latency, energy = _number(row, LATENCY_COLUMN), _number(row, ENERGY_COLUMN)
+            if latency is None or latency <= 0:
+                report.skipped_unmeasured += 1
+                continue
+            if energy is None or energy <= 0:
+                report.skipped_bad += 1
+                continue
+            name = row["Model Name"].strip()
+            try:
+                arch, width = parse_model_name(name)
+                arch = space.validate(arch)
+            except HwAwareError:
+                report.skipped_bad += 1
+                continue
+            taken += 1
+            report.per_stage[stage] = report.per_stage.get(stage, 0) + 1
+            if name in by_name:
+                report.duplicates += 1
+                model = by_name[name]
+                model.stages.append(stage)
+                model.latencies.append(latency)
+                model.energies.append(energy)
+            else:
+                by_name[name] = DatasetModel(
+                    name=name, stage=stage, family=STAGES[stage], arch=arch, input_size=width,
+                    latency_ms=latency, energy_mj=energy,
+                    csv_macs=int(float(row["Total MACs"])), csv_params=int(float(row["Total Parameters"])),
+                    stages=[stage], latencies=[latency], energies=[energy])
+            if limit is not None and taken >= limit:
+                break
+
+
+def _average_repeats(models: list[DatasetModel], report: DatasetReport) -> None:
+    """Average the repeats of each model; check its MACs and parameters against the CSV's columns."""
     spreads = []
     for model in models:
         model.latency_ms = sum(model.latencies) / len(model.latencies)
@@ -308,6 +322,3 @@ def load_dataset(data_dir: str | Path, *, stages: list[str] | None = None,
     if spreads:
         spreads.sort()
         report.duplicate_latency_spread_pct = spreads[len(spreads) // 2]
-    if not models:
-        raise HwAwareError(f"no measured models found under {root}")
-    return models, report

@@ -216,6 +216,63 @@ def _write_artifacts(folder: Path, meta: dict[str, Any], knn: KnnDistance, final
     (folder / "predictor.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def _ood_threshold(F: np.ndarray, residuals: dict[str, Any] | None) -> float:
+    """The distance above which a network is out of distribution: a quantile of held-out networks' distances
+    (the random split's test part; alternate rows when there was no held-out evaluation)."""
+    if residuals is not None:
+        tr, te = residuals["random_split"]
+        held = KnnDistance(KNN_K).fit(F[tr]).score(F[te])
+    else:
+        held = KnnDistance(KNN_K).fit(F[::2]).score(F[1::2])
+    return float(np.quantile(held, OOD_QUANTILE))
+
+
+def _interval_bounds(final: HybridFit, R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray],
+                     residuals: dict[str, Any] | None, real_world: dict[str, Any]) -> dict[str, Any]:
+    """Log-ratio interval bounds per target, in and out of distribution, from held-out residuals."""
+    intervals: dict[str, Any] = {}
+    for t in TARGETS:
+        if residuals is not None:
+            in_res, ood_res = residuals["hybrid_random"][t], residuals["roofline_extrapolation"][t]
+        else:
+            full = final.predict(R, F)[t]
+            in_res = np.log(Y[t] / full["hybrid"])
+            ood_res = np.log(Y[t] / full["roofline"])
+        # Outside the data the interval must also cover the real-world networks' errors.
+        real = np.array(real_world["log_residuals"][t])
+        intervals[t] = {
+            "in_distribution": [float(np.quantile(in_res, q)) for q in INTERVAL_QUANTILES],
+            "out_of_distribution": [float(min(np.quantile(ood_res, INTERVAL_QUANTILES[0]), real.min(), -0.1)),
+                                    float(max(np.quantile(ood_res, INTERVAL_QUANTILES[1]), real.max(), 0.1))],
+        }
+    return intervals
+
+
+def _predictor_meta(final: HybridFit, real_world: dict[str, Any], threshold: float, intervals: dict[str, Any],
+                    training: dict[str, Any]) -> dict[str, Any]:
+    """The predictor's ``predictor.json``."""
+    return {
+        "kind": "jetson_nano",
+        "version": ARTIFACT_VERSION,
+        "device": "NVIDIA Jetson Nano (TensorRT, batch 1, power mode 0)",
+        "targets": {"latency_ms": "average_latency(ms)", "energy_mj": "GPU_energy_per_inference (mJ)"},
+        "latency_roofline": final.latency_.to_dict(),
+        "energy_model": {"kind": "latency x power", "power_inputs": TIME_SHARES, "power_monotone": POWER_MONOTONE,
+                         "power_file": POWER_FILE},
+        "real_world_check": real_world,
+        "network_features": NETWORK_FEATURES,
+        "roofline_columns": ROOFLINE_COLUMNS,
+        "ood": {"method": f"mean Euclidean distance to the {KNN_K} nearest training networks in network "
+                          f"features standardised by their spread (at least {SCALE_FLOOR})", "k": KNN_K,
+                "scale_floor": SCALE_FLOOR, "threshold": threshold,
+                "threshold_quantile": OOD_QUANTILE},
+        "interval_quantiles": list(INTERVAL_QUANTILES),
+        "intervals_log_ratio": intervals,
+        "gbm_files": {t: f"residual_{t}.skops" for t in TARGETS},
+        "training": training,
+    }
+
+
 def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | None = None,
           gbm_iters: int = 300, evaluate_splits: bool = True,
           progress: Callable[[str], None] = _progress) -> dict[str, Any]:
@@ -263,47 +320,10 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
     final = HybridFit(gbm_iters=gbm_iters).fit(R, F, Y)
     real_world = real_world_check(final, progress)
     knn = KnnDistance(KNN_K).fit(F)
-    if evaluate_splits:
-        tr, te = residuals["random_split"]
-        held = KnnDistance(KNN_K).fit(F[tr]).score(F[te])
-    else:
-        held = KnnDistance(KNN_K).fit(F[::2]).score(F[1::2])
-    threshold = float(np.quantile(held, OOD_QUANTILE))
-    intervals: dict[str, Any] = {}
-    for t in TARGETS:
-        if evaluate_splits:
-            in_res, ood_res = residuals["hybrid_random"][t], residuals["roofline_extrapolation"][t]
-        else:
-            full = final.predict(R, F)[t]
-            in_res = np.log(Y[t] / full["hybrid"])
-            ood_res = np.log(Y[t] / full["roofline"])
-        # Outside the data the interval must also cover the real-world networks' errors.
-        real = np.array(real_world["log_residuals"][t])
-        intervals[t] = {
-            "in_distribution": [float(np.quantile(in_res, q)) for q in INTERVAL_QUANTILES],
-            "out_of_distribution": [float(min(np.quantile(ood_res, INTERVAL_QUANTILES[0]), real.min(), -0.1)),
-                                    float(max(np.quantile(ood_res, INTERVAL_QUANTILES[1]), real.max(), 0.1))],
-        }
-    meta = {
-        "kind": "jetson_nano",
-        "version": ARTIFACT_VERSION,
-        "device": "NVIDIA Jetson Nano (TensorRT, batch 1, power mode 0)",
-        "targets": {"latency_ms": "average_latency(ms)", "energy_mj": "GPU_energy_per_inference (mJ)"},
-        "latency_roofline": final.latency_.to_dict(),
-        "energy_model": {"kind": "latency x power", "power_inputs": TIME_SHARES, "power_monotone": POWER_MONOTONE,
-                         "power_file": POWER_FILE},
-        "real_world_check": real_world,
-        "network_features": NETWORK_FEATURES,
-        "roofline_columns": ROOFLINE_COLUMNS,
-        "ood": {"method": f"mean Euclidean distance to the {KNN_K} nearest training networks in network "
-                          f"features standardised by their spread (at least {SCALE_FLOOR})", "k": KNN_K,
-                "scale_floor": SCALE_FLOOR, "threshold": threshold,
-                "threshold_quantile": OOD_QUANTILE},
-        "interval_quantiles": list(INTERVAL_QUANTILES),
-        "intervals_log_ratio": intervals,
-        "gbm_files": {t: f"residual_{t}.skops" for t in TARGETS},
-        "training": {"models": report.models, "limit_per_stage": limit_per_stage, "gbm_iters": gbm_iters},
-    }
+    threshold = _ood_threshold(F, residuals if evaluate_splits else None)
+    intervals = _interval_bounds(final, R, F, Y, residuals if evaluate_splits else None, real_world)
+    meta = _predictor_meta(final, real_world, threshold, intervals,
+                           {"models": report.models, "limit_per_stage": limit_per_stage, "gbm_iters": gbm_iters})
     staged = staging_dir(out)
     try:
         if (out / "model_card.json").is_file():  # its real-world section (from the benchmark) is kept
