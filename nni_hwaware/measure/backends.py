@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure import agent as _agent
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
@@ -124,7 +125,8 @@ _ORT_TYPES = {
 
 
 class OnnxRuntimeBackend(Backend):
-    """onnxruntime on the CPU: ``intra_op_num_threads`` fixed, ``inter_op_num_threads`` 1, all graph optimisations.
+    """onnxruntime on the CPU: ``intra_op_num_threads`` fixed, ``inter_op_num_threads`` 1, all graph optimisations,
+    no spin-waiting of idle threads (``session.intra_op.allow_spinning`` 0), as the device agent runs it.
 
     Examples
     --------
@@ -162,6 +164,7 @@ class OnnxRuntimeBackend(Backend):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the device agent: no spin
         start = time.perf_counter()
         try:
             session = ort.InferenceSession(model.onnx, options, providers=[self.provider])
@@ -286,12 +289,20 @@ class _TorchSession(Session):
 
 
 # ------------------------------------------------------------------------------------------- tensorrt
+#: the CUDA calls TensorRT timing needs (pycuda or cuda-python): the device agent's, so that there is one
+#: TensorRT/CUDA implementation for local and remote measurement
+_CudaApi = _agent.CudaApi
+
+
 class TensorRTBackend(Backend):
     """TensorRT on an NVIDIA GPU or Jetson board: ONNX -> engine (fp32/fp16), timed with CUDA events.
 
-    The engine build time is recorded apart from inference (:attr:`Session.build_time_s`). CUDA is driven
-    through pycuda if installed, else through cuda-python. Works with the TensorRT 8.x binding API (JetPack 4
-    on Jetson Nano/TX2) and the TensorRT >= 8.5 named-tensor API.
+    The engine build and the timing are the device agent's (:func:`nni_hwaware.measure.agent.build_trt_engine`,
+    :class:`nni_hwaware.measure.agent.TrtRunner`): TensorRT 8.2 (JetPack 4.6, binding API) through 11
+    (named-tensor API; fp16 there needs an fp16 ONNX model, as weak typing is gone). The engine build time is
+    recorded apart from inference (:attr:`Session.build_time_s`). CUDA is driven through pycuda if installed,
+    else cuda-python; each session holds the device's primary context and releases it on close (open and close
+    a session on the same thread).
 
     Parameters
     ----------
@@ -309,199 +320,77 @@ class TensorRTBackend(Backend):
         super().__init__(threads, device, precision)
         self._trt = _import_or_fail("tensorrt", "tensorrt", "pip install 'nni-hwaware[tensorrt]' on a machine "
                                     "with an NVIDIA GPU (JetPack ships it on Jetson boards)")
-        self._cuda = _CudaApi.load(int(self.device.split(":")[1]) if ":" in self.device else 0)
-        self.accelerator = f"cuda:{self._cuda.device_name}"
+        self.gpu_index = int(self.device.split(":")[1]) if ":" in self.device else 0
+        cuda = self._load_cuda()
+        try:
+            self.accelerator = f"cuda:{cuda.device_name}"
+            self._cuda_kind = cuda.kind
+        finally:
+            cuda.close()
         self.workspace_mb = workspace_mb
         self._logger = self._trt.Logger(self._trt.Logger.WARNING)
+
+    def _load_cuda(self) -> _agent.CudaApi:
+        try:
+            return _CudaApi.load(self.gpu_index)
+        except _agent.AgentError as exc:
+            raise HwAwareError(f"tensorrt: {exc}") from None
 
     @property
     def version(self) -> str:
         return str(self._trt.__version__)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "cuda_api": self._cuda.kind}
+        return {**super().describe(), "cuda_api": self._cuda_kind}
 
-    def build_engine(self, onnx: bytes, name: str) -> bytes:
+    def build_engine(self, onnx: bytes, name: str, input_shape: tuple[int, ...] | None = None) -> bytes:
         """Build a serialized engine from ONNX bytes."""
-        trt = self._trt
-        builder = trt.Builder(self._logger)
-        flags = 0
-        if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
-            flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse(onnx):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise HwAwareError(f"TensorRT cannot parse {name}: {errors or 'unknown error'}")
-        config = builder.create_builder_config()
-        if hasattr(config, "set_memory_pool_limit"):
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mb << 20)
-        else:  # TensorRT < 8.4
-            config.max_workspace_size = self.workspace_mb << 20
-        if self.precision == "fp16":
-            if not builder.platform_has_fast_fp16:
-                raise HwAwareError("this GPU has no fast fp16; use --precision fp32")
-            config.set_flag(trt.BuilderFlag.FP16)
-        if hasattr(builder, "build_serialized_network"):
-            serialized = builder.build_serialized_network(network, config)
-        else:  # TensorRT 7
-            serialized = builder.build_engine(network, config).serialize()
-        if serialized is None:
-            raise HwAwareError(f"TensorRT could not build an engine for {name}")
-        return bytes(serialized)
+        cuda = self._load_cuda()
+        try:
+            engine, _dynamic = _agent.build_trt_engine(self._trt, onnx, self.precision, self.workspace_mb,
+                                                       input_shape, self._logger)
+        except _agent.AgentError as exc:
+            raise HwAwareError(f"{name}: {exc}") from None
+        finally:
+            cuda.close()
+        return engine
 
     def open(self, model: ModelToMeasure) -> Session:
         if model.onnx is None:
             raise HwAwareError(f"{model.name}: the tensorrt backend needs an ONNX model")
+        cuda = self._load_cuda()
         start = time.perf_counter()
-        engine_bytes = self.build_engine(model.onnx, model.name)
-        runtime = self._trt.Runtime(self._logger)
-        engine = runtime.deserialize_cuda_engine(engine_bytes)
-        if engine is None:
-            raise HwAwareError(f"TensorRT could not load the engine built for {model.name}")
-        return _TrtSession(self._trt, self._cuda, engine, model, time.perf_counter() - start)
+        try:
+            engine, _dynamic = _agent.build_trt_engine(self._trt, model.onnx, self.precision, self.workspace_mb,
+                                                       model.input_shape, self._logger)
+            runner = _agent.TrtRunner(self._trt, cuda, engine, model.input_shape, self._logger)
+        except _agent.AgentError as exc:
+            cuda.close()
+            raise HwAwareError(f"{model.name}: {exc}") from None
+        except Exception as exc:  # TensorRT raises RuntimeError/TypeError for what it cannot do
+            cuda.close()
+            raise HwAwareError(f"{model.name}: TensorRT failed: {_first_line(exc)}") from None
+        return _TrtSession(runner, cuda, time.perf_counter() - start)
 
 
 class _TrtSession(Session):
-    def __init__(self, trt: Any, cuda: _CudaApi, engine: Any, model: ModelToMeasure, build_time_s: float) -> None:
-        self._cuda, self._engine = cuda, engine
-        self.build_time_s = build_time_s
-        self._context = engine.create_execution_context()
-        self._stream = cuda.stream()
-        self._buffers: list[Any] = []
-        self._named = hasattr(engine, "num_io_tensors")
-        if self._named:  # TensorRT >= 8.5
-            for i in range(engine.num_io_tensors):
-                tensor = engine.get_tensor_name(i)
-                shape = tuple(engine.get_tensor_shape(tensor))
-                if engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT and any(d < 0 for d in shape):
-                    shape = _concrete_shape(list(shape), model.input_shape, tensor, model.name)
-                    self._context.set_input_shape(tensor, shape)
-                shape = tuple(self._context.get_tensor_shape(tensor))
-                nbytes = int(np.prod(shape)) * np.dtype(trt.nptype(engine.get_tensor_dtype(tensor))).itemsize
-                buffer = cuda.malloc(max(nbytes, 1))
-                self._buffers.append(buffer)
-                self._context.set_tensor_address(tensor, cuda.address(buffer))
-        else:  # TensorRT 8.x binding API (JetPack 4.x)
-            self._bindings = []
-            for i in range(engine.num_bindings):
-                shape = tuple(engine.get_binding_shape(i))
-                if engine.binding_is_input(i) and any(d < 0 for d in shape):
-                    shape = _concrete_shape(list(shape), model.input_shape, engine.get_binding_name(i), model.name)
-                    self._context.set_binding_shape(i, shape)
-                shape = tuple(self._context.get_binding_shape(i))
-                nbytes = int(np.prod(shape)) * np.dtype(trt.nptype(engine.get_binding_dtype(i))).itemsize
-                buffer = cuda.malloc(max(nbytes, 1))
-                self._buffers.append(buffer)
-                self._bindings.append(cuda.address(buffer))
-        self._start, self._end = cuda.event(), cuda.event()
+    """A TensorRT engine with its CUDA context; :meth:`close` frees the engine, then pops the context."""
 
-    def _enqueue(self) -> None:
-        if self._named:
-            self._context.execute_async_v3(self._cuda.stream_handle(self._stream))
-        else:
-            self._context.execute_async_v2(self._bindings, self._cuda.stream_handle(self._stream))
+    def __init__(self, runner: _agent.TrtRunner, cuda: _agent.CudaApi, build_time_s: float) -> None:
+        self._runner, self._cuda = runner, cuda
+        self.build_time_s = build_time_s
 
     def run_once(self) -> float:
-        cuda = self._cuda
-        cuda.record(self._start, self._stream)
-        self._enqueue()
-        cuda.record(self._end, self._stream)
-        return cuda.elapsed_ms(self._start, self._end)
+        return self._runner.time_compute()
 
     def run_untimed(self, count: int) -> None:
-        for _ in range(count):
-            self._enqueue()
-        self._cuda.synchronize(self._stream)
+        self._runner.run_untimed(count)
 
     def close(self) -> None:
-        for buffer in self._buffers:
-            self._cuda.free(buffer)
-        self._buffers = []
-        self._context = None
-        self._engine = None
-
-
-class _CudaApi:
-    """The few CUDA calls TensorRT timing needs, through pycuda or cuda-python (whichever is installed)."""
-
-    def __init__(self, kind: str, module: Any, device_index: int) -> None:
-        self.kind = kind
-        self._m = module
-        if kind == "pycuda":
-            module.init()
-            device = module.Device(device_index)
-            self.device_name = str(device.name())
-            self._context = device.retain_primary_context()
-            self._context.push()
-        else:
-            self._check(module.cudaSetDevice(device_index))
-            props = self._check(module.cudaGetDeviceProperties(device_index))
-            name = props.name
-            self.device_name = (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
-
-    @classmethod
-    def load(cls, device_index: int) -> _CudaApi:
-        for kind, name in (("pycuda", "pycuda.driver"), ("cuda-python", "cuda.bindings.runtime"),
-                           ("cuda-python", "cuda.cudart")):
-            try:
-                module = importlib.import_module(name)
-            except ImportError:
-                continue
-            try:
-                return cls(kind, module, device_index)
-            except HwAwareError:
-                raise
-            except Exception as exc:  # pycuda raises its own error types when no GPU/driver is usable
-                raise HwAwareError(f"no usable NVIDIA GPU {device_index} for tensorrt ({_first_line(exc)}); "
-                                   "check the driver, or use --backend onnxruntime") from None
-        raise HwAwareError("the tensorrt backend needs pycuda or cuda-python; pip install 'nni-hwaware[tensorrt]'")
-
-    def _check(self, result: Any) -> Any:
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise HwAwareError(f"CUDA call failed: {err}")
-        return rest[0] if len(rest) == 1 else rest
-
-    def malloc(self, nbytes: int) -> Any:
-        return self._m.mem_alloc(nbytes) if self.kind == "pycuda" else self._check(self._m.cudaMalloc(nbytes))
-
-    def address(self, buffer: Any) -> int:
-        return int(buffer)
-
-    def free(self, buffer: Any) -> None:
-        if self.kind == "pycuda":
-            buffer.free()
-        else:
-            self._m.cudaFree(buffer)
-
-    def stream(self) -> Any:
-        return self._m.Stream() if self.kind == "pycuda" else self._check(self._m.cudaStreamCreate())
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.handle) if self.kind == "pycuda" else int(stream)
-
-    def event(self) -> Any:
-        return self._m.Event() if self.kind == "pycuda" else self._check(self._m.cudaEventCreate())
-
-    def record(self, event: Any, stream: Any) -> None:
-        if self.kind == "pycuda":
-            event.record(stream)
-        else:
-            self._check(self._m.cudaEventRecord(event, stream))
-
-    def elapsed_ms(self, start: Any, end: Any) -> float:
-        if self.kind == "pycuda":
-            end.synchronize()
-            return float(start.time_till(end))
-        self._check(self._m.cudaEventSynchronize(end))
-        return float(self._check(self._m.cudaEventElapsedTime(start, end)))
-
-    def synchronize(self, stream: Any) -> None:
-        if self.kind == "pycuda":
-            stream.synchronize()
-        else:
-            self._check(self._m.cudaStreamSynchronize(stream))
+        try:
+            self._runner.close()
+        finally:
+            self._cuda.close()
 
 
 # ------------------------------------------------------------------------------------------- helpers
