@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -120,3 +122,33 @@ def test_missing_meters_are_none_or_clear_errors(tmp_path):
     if not Path("/sys/class/powercap/intel-rapl:0/energy_uj").exists():
         with pytest.raises(HwAwareError):
             create_meter("rapl")
+
+
+def test_the_package_tegrastats_meter_reads_the_board_total_rail(tmp_path, monkeypatch):
+    """The local meter (the agent's, behind our interface) on a replayed Nano log: the total input rail by
+    default, every rail in ``rails_mj``; a missing tegrastats is a one-line HwAwareError."""
+    from nni_hwaware.measure.energy import TegrastatsMeter
+
+    log = _nano_logs()[0]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tegrastats").symlink_to(Path(__file__).resolve().parent / "fake_tegrastats.py")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_TEGRASTATS_LOG", str(log))
+    lines = log.read_text().splitlines()
+    meter = TegrastatsMeter(interval_ms=5)
+    try:
+        meter.start()
+        deadline = time.monotonic() + 30
+        while meter._meter.samples_seen < len(lines) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        reading = meter.stop()
+    finally:
+        meter.close()
+    totals = integrate_samples(parse_tegrastats(lines), 0.005)
+    assert reading.energy_mj == pytest.approx(totals["POM_5V_IN"])
+    assert reading.rails_mj == pytest.approx(totals)
+    assert reading.duration_s == pytest.approx(len(lines) * 0.005)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(HwAwareError, match="tegrastats is not on PATH"):
+        TegrastatsMeter()

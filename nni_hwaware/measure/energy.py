@@ -1,13 +1,17 @@
 """Energy meters: tegrastats on Jetson boards, NVML energy counters on NVIDIA GPUs, RAPL on Linux CPUs.
 
 Every meter measures the energy of a time window (:meth:`EnergyMeter.start` / :meth:`EnergyMeter.stop`, in mJ).
-The measuring code (:func:`nni_hwaware.measure.runner.measure_energy`) runs inferences back to back through
-such a window, measures the idle power the same way, and reports the energy per inference above idle. Where
-no meter exists the energy is ``None``: it is never estimated or invented.
+The measuring code (:class:`nni_hwaware.measure.runner.Measurer`) runs inferences back to back through such a
+window, measures the idle power the same way, and reports the energy per inference above idle. Where no meter
+exists the energy is ``None``: it is never estimated or invented.
+
+The meters themselves live in the device agent (:mod:`nni_hwaware.measure.agent`), which runs them on remote
+boards too; this module gives them the package's interface (:class:`EnergyReading`, one-line
+:class:`~nni_hwaware.errors.HwAwareError` messages), so a local and a remote measurement meter the same way.
 
 * **tegrastats** prints one line per interval with the rails' instantaneous/average power: ``POM_5V_GPU
   4307/4307`` on Nano/TX boards, ``VDD_GPU_SOC 2000mW/2000mW`` on Xavier/Orin. The instantaneous values are
-  integrated over the samples that fall into the window.
+  integrated over the samples of the window.
 * **NVML**: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver was loaded, Volta and newer).
 * **RAPL**: ``/sys/class/powercap/intel-rapl:N/energy_uj`` of every package, with wrap-around at
   ``max_energy_range_uj``; usually readable by root only.
@@ -16,56 +20,38 @@ no meter exists the energy is ``None``: it is never estimated or invented.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
-import subprocess
-import threading
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure import agent
+from nni_hwaware.measure.agent import GPU_RAILS, METERS, TOTAL_RAILS, parse_tegrastats_line, pick_rail
 
-METERS = ("auto", "none", "tegrastats", "nvml", "rapl")
+__all__ = ["CPU_RAILS", "GPU_RAILS", "METERS", "TOTAL_RAILS", "EnergyMeter", "EnergyReading", "NvmlMeter",
+           "RaplMeter", "TegrastatsMeter", "create_meter", "integrate_samples", "parse_tegrastats",
+           "parse_tegrastats_line", "pick_rail"]
 
-# ``NAME cur/avg`` with optional mW units; names are upper-case rail names (POM_5V_IN, VDD_GPU_SOC, GPU, ...).
-_RAIL = re.compile(r"(?<![\w@])([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?=\s|$)")
-#: total input power rails, most specific first (Nano/TX1/TX2, Orin Nano/NX + Xavier NX, AGX Orin)
-TOTAL_RAILS = ("POM_5V_IN", "VDD_IN", "VIN_SYS_5V0", "VIN")
-GPU_RAILS = ("POM_5V_GPU", "VDD_GPU_SOC", "VDD_GPU", "VDD_CPU_GPU_CV", "GPU")
 CPU_RAILS = ("POM_5V_CPU", "VDD_CPU_CV", "VDD_CPU", "CPU")
 
 
-def parse_tegrastats_line(line: str) -> dict[str, tuple[float, float]]:
-    """Power rails of one tegrastats line: ``{rail: (instantaneous_mW, average_mW)}``.
+def parse_tegrastats(lines: Iterable[str]) -> list[dict[str, float]]:
+    """Instantaneous rail powers (mW) of every line that reports at least one rail.
 
     Examples
     --------
-    >>> parse_tegrastats_line("RAM 1708/3964MB GR3D_FREQ 71%@921 POM_5V_IN 7193/7193 POM_5V_GPU 4307/4307")
-    {'POM_5V_IN': (7193.0, 7193.0), 'POM_5V_GPU': (4307.0, 4307.0)}
-    >>> parse_tegrastats_line("VDD_GPU_SOC 2000mW/2000mW VDD_CPU_CV 400mW/410mW VIN_SYS_5V0 2800mW/2800mW")
-    {'VDD_GPU_SOC': (2000.0, 2000.0), 'VDD_CPU_CV': (400.0, 410.0), 'VIN_SYS_5V0': (2800.0, 2800.0)}
+    >>> parse_tegrastats(["RAM 1708/3964MB POM_5V_IN 7193/7193 POM_5V_GPU 4307/4307", "no rails here"])
+    [{'POM_5V_IN': 7193.0, 'POM_5V_GPU': 4307.0}]
     """
-    return {m.group(1): (float(m.group(2)), float(m.group(3))) for m in _RAIL.finditer(line)}
-
-
-def parse_tegrastats(lines: Iterable[str]) -> list[dict[str, float]]:
-    """Instantaneous rail powers (mW) of every line that reports at least one rail."""
     out = []
     for line in lines:
         rails = parse_tegrastats_line(line)
         if rails:
             out.append({name: cur for name, (cur, _avg) in rails.items()})
     return out
-
-
-def pick_rail(rails: Iterable[str], preferred: tuple[str, ...]) -> str | None:
-    """The first rail of ``preferred`` that the board reports."""
-    names = set(rails)
-    return next((r for r in preferred if r in names), None)
 
 
 def integrate_samples(samples: list[dict[str, float]], interval_s: float) -> dict[str, float]:
@@ -130,9 +116,33 @@ class EnergyMeter(ABC):
         return {"meter": self.name}
 
 
-# ------------------------------------------------------------------------------------------ tegrastats
-class TegrastatsMeter(EnergyMeter):
-    """tegrastats on a Jetson board, run in the background for as long as the meter lives.
+# ------------------------------------------------------------------------------------------- meters
+class _AgentMeter(EnergyMeter):
+    """An :class:`EnergyMeter` over one of the device agent's meters (their ``stop`` gives rails in mJ)."""
+
+    def __init__(self, meter: Any, rail: str | None = None) -> None:
+        self._meter = meter
+        self.rail = rail
+
+    def start(self) -> None:
+        with _agent_errors():
+            self._meter.start()
+
+    def stop(self) -> EnergyReading:
+        with _agent_errors():
+            window = self._meter.stop()
+        rails = window["rails_mj"]
+        rail = self.rail or pick_rail(rails, TOTAL_RAILS) or next(iter(rails), None)
+        if rail is None or rail not in rails:
+            raise HwAwareError(f"the {self.name} meter reports no rail {self.rail!r}; it has {sorted(rails)}")
+        return EnergyReading(rails[rail], max(float(window["duration_s"]), 1e-9), dict(rails))
+
+    def close(self) -> None:
+        self._meter.close()
+
+
+class TegrastatsMeter(_AgentMeter):
+    """tegrastats on a Jetson board, started for each window.
 
     Parameters
     ----------
@@ -147,97 +157,27 @@ class TegrastatsMeter(EnergyMeter):
     name = "tegrastats"
 
     def __init__(self, rail: str | None = None, interval_ms: int = 100, command: str = "tegrastats") -> None:
-        exe = shutil.which(command)
-        if exe is None:
-            raise HwAwareError("tegrastats is not on PATH; it exists on Jetson boards only (use --energy none)")
+        with _agent_errors():
+            meter = agent.TegrastatsMeter(interval_ms, command=command)
+        super().__init__(meter, rail)
         self.interval_s = interval_ms / 1e3
         self.min_window_s = max(1.0, 10 * self.interval_s)
-        self.rail = rail
-        self._samples: list[tuple[float, dict[str, float]]] = []
-        self._lock = threading.Lock()
-        self._proc = subprocess.Popen([exe, "--interval", str(interval_ms)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._t0 = 0.0
-        deadline = time.monotonic() + 5
-        while not self._samples and time.monotonic() < deadline:
-            time.sleep(self.interval_s)
-        if not self._samples:
-            self.close()
-            raise HwAwareError("tegrastats printed no power rails within 5 s; run as a user that may read them")
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            rails = parse_tegrastats(line.splitlines())
-            if rails:
-                with self._lock:
-                    self._samples.append((time.monotonic(), rails[0]))
-
-    def start(self) -> None:
-        self._t0 = time.monotonic()
-
-    def stop(self) -> EnergyReading:
-        t1 = time.monotonic()
-        time.sleep(self.interval_s * 1.5)  # the sample covering the window's end arrives one interval later
-        with self._lock:
-            window = [s for t, s in self._samples if self._t0 < t <= t1 + self.interval_s]
-            self._samples = self._samples[-10:]
-        rails = integrate_samples(window, self.interval_s)
-        rail = self.rail or pick_rail(rails, TOTAL_RAILS) or next(iter(rails), None)
-        if rail is None or rail not in rails:
-            raise HwAwareError(f"tegrastats reports no rail {self.rail!r}; it has {sorted(rails)}")
-        return EnergyReading(rails[rail], max(len(window) * self.interval_s, 1e-9), rails)
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
 
     def describe(self) -> dict[str, Any]:
         return {"meter": self.name, "rail": self.rail or "total input", "interval_ms": self.interval_s * 1e3}
 
 
-# ------------------------------------------------------------------------------------------------ NVML
-class NvmlMeter(EnergyMeter):
+class NvmlMeter(_AgentMeter):
     """The NVML total-energy counter of one NVIDIA GPU (``nvmlDeviceGetTotalEnergyConsumption``, mJ)."""
 
     name = "nvml"
 
     def __init__(self, index: int = 0) -> None:
-        try:
-            import pynvml
-        except ImportError:
-            raise HwAwareError("NVML energy needs nvidia-ml-py (pip install 'nni-hwaware[tensorrt]')") from None
-        self._nvml = pynvml
-        try:
-            pynvml.nvmlInit()
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
-        except pynvml.NVMLError as exc:
-            raise HwAwareError(f"this GPU has no NVML energy counter ({exc}); use --energy none") from None
-        self._e0 = 0
-        self._t0 = 0.0
-
-    def start(self) -> None:
-        self._e0 = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
-        self._t0 = time.monotonic()
-
-    def stop(self) -> EnergyReading:
-        e1 = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
-        return EnergyReading(float(e1 - self._e0), time.monotonic() - self._t0)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # shutting down twice is harmless
-            self._nvml.nvmlShutdown()
+        with _agent_errors():
+            super().__init__(agent.NvmlMeter(index))
 
 
-# ------------------------------------------------------------------------------------------------ RAPL
-class RaplMeter(EnergyMeter):
+class RaplMeter(_AgentMeter):
     """Linux powercap RAPL counters of every CPU package (``intel-rapl:N``; also AMD on recent kernels).
 
     Parameters
@@ -249,31 +189,19 @@ class RaplMeter(EnergyMeter):
     name = "rapl"
 
     def __init__(self, root: str | Path = "/sys/class/powercap") -> None:
-        self.root = Path(root)
-        self.domains = sorted(p for p in self.root.glob("intel-rapl:*") if re.fullmatch(r"intel-rapl:\d+", p.name))
-        if not self.domains:
-            raise HwAwareError(f"no RAPL package domains under {self.root}; use --energy none")
-        try:
-            self._ranges = [int((d / "max_energy_range_uj").read_text()) for d in self.domains]
-            self._read()
-        except (OSError, ValueError) as exc:
-            raise HwAwareError(f"RAPL counters are not readable ({exc}); run as root or use --energy none") from None
-        self._e0: list[int] = []
-        self._t0 = 0.0
+        with _agent_errors():
+            meter = agent.RaplMeter(str(root))
+        super().__init__(meter)
+        self.domains = [Path(d) for d in meter.domains]
 
-    def _read(self) -> list[int]:
-        return [int((d / "energy_uj").read_text()) for d in self.domains]
 
-    def start(self) -> None:
-        self._e0 = self._read()
-        self._t0 = time.monotonic()
-
-    def stop(self) -> EnergyReading:
-        e1 = self._read()
-        total_uj = 0
-        for before, after, wrap in zip(self._e0, e1, self._ranges):
-            total_uj += after - before if after >= before else after + wrap - before
-        return EnergyReading(total_uj / 1e3, time.monotonic() - self._t0)
+@contextlib.contextmanager
+def _agent_errors() -> Iterator[None]:
+    """Turn the agent's one-line errors into ours (same message)."""
+    try:
+        yield
+    except agent.AgentError as exc:
+        raise HwAwareError(str(exc)) from None
 
 
 def rapl_readable(root: str | Path = "/sys/class/powercap") -> bool:
@@ -290,6 +218,11 @@ def create_meter(kind: str, accelerator: str = "cpu", *, rail: str | None = None
 
     ``auto``: tegrastats on a Jetson, else NVML for GPU backends, else RAPL for CPU backends when readable.
     Naming a meter that does not work here raises :class:`HwAwareError`.
+
+    Examples
+    --------
+    >>> create_meter("none") is None
+    True
     """
     if kind not in METERS:
         raise HwAwareError(f"unknown energy meter {kind!r}; use one of {', '.join(METERS)}")
