@@ -1,13 +1,26 @@
-"""Graph extractor: torch and ONNX give identical features, external weights are never needed."""
+"""Graph extractor: torch and ONNX give identical features, external weights are never needed; the fusion table
+and the per-op costing; the torch-exported and hand-built convnet graphs agree (a property test)."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from nni_hwaware.jetson.graph import convnet_onnx, extract_layers, layers_from_module, module_to_onnx
-from nni_hwaware.spaces import build_module, load_space
+from nni_hwaware.jetson.costing import Node, cost_node, unmodelled_ops
+from nni_hwaware.jetson.fusion import TENSORRT_RULES, KernelMap
+from nni_hwaware.jetson.graph import (
+    GraphLayers,
+    convnet_onnx,
+    extract_layers,
+    import_graph,
+    layers_from_module,
+    module_to_onnx,
+)
+from nni_hwaware.spaces import build_module, export_onnx, load_space
 
 
 def _small_cnn() -> nn.Module:
@@ -89,3 +102,101 @@ def test_tensorrt_fusion_rules_for_pointwise_ops():
     assert mul.kind == "fused" and not mul.launches  # chained into the Sigmoid's kernel, no extra traffic
     launches = [layer.op for layer in g.layers if layer.launches]
     assert launches.count("Conv") == 3 and len(launches) == 5
+
+
+# ------------------------------------------------------------------------ fusion table, costing, property
+def _placed_rules(proto: onnx.ModelProto, rules: tuple = TENSORRT_RULES) -> tuple[dict[str, list], list]:
+    """Run the three parts by hand: which fusion rule absorbed each node (by op), and the layers."""
+    graph = import_graph(proto)
+    kernels, fired, layers = KernelMap(rules), {}, []
+    for index, node in enumerate(graph.nodes):
+        layers.append(cost_node(node))
+        fired.setdefault(node.op, []).append(kernels.place(index, node, layers[-1]))
+    return fired, layers
+
+
+def _conv_bn_relu_add_silu() -> onnx.ModelProto:
+    """conv-bn-relu, conv + residual add, relu, conv, SiLU; batch-norm kept (torch would fold it on export)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name) for name, shape in
+             [("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)), ("w3", (8, 8, 1, 1)), ("g", (8,)), ("b", (8,)),
+              ("m", (8,)), ("v", (8,))]]
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], **conv),
+             helper.make_node("BatchNormalization", ["c1", "g", "b", "m", "v"], ["n1"]),
+             helper.make_node("Relu", ["n1"], ["y"]),
+             helper.make_node("Conv", ["y", "w2"], ["c2"], **conv),
+             helper.make_node("Add", ["c2", "y"], ["s"]),
+             helper.make_node("Relu", ["s"], ["z"]),
+             helper.make_node("Conv", ["z", "w3"], ["c3"], kernel_shape=[1, 1]),
+             helper.make_node("Sigmoid", ["c3"], ["sig"]),
+             helper.make_node("Mul", ["c3", "sig"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_every_row_of_the_fusion_table_fires_and_the_table_drives_the_fusion():
+    fired, layers = _placed_rules(_conv_bn_relu_add_silu())
+    assert fired["BatchNormalization"] == ["conv+batchnorm"]
+    assert fired["Relu"] == ["conv+relu", "conv+relu"]  # the second one after the fused add, same epilogue
+    assert fired["Add"] == ["conv+add"]
+    assert fired["Sigmoid"] == [None] and fired["Mul"] == ["pointwise+pointwise"]
+    assert {rule.name for rule in TENSORRT_RULES} == {r for rules in fired.values() for r in rules if r}
+    add = layers[4]
+    assert add.kind == "fused" and add.in_elems == 8 * 8 * 8 and add.out_elems == 0  # reads the other operand
+    assert [layer.op for layer in layers if layer.launches] == ["Conv", "Conv", "Conv", "Sigmoid"]
+    assert extract_layers(_conv_bn_relu_add_silu()).layers == layers
+    # The table is data: without the epilogue-activation row, every ReLU is a PointWise kernel of its own.
+    fired, layers = _placed_rules(_conv_bn_relu_add_silu(),
+                                  tuple(rule for rule in TENSORRT_RULES if rule.name != "conv+relu"))
+    assert {(layer.kind, layer.launches) for layer in layers if layer.op == "Relu"} == {("eltwise", True)}
+
+
+def test_costing_of_linear_matmul_and_unknown_ops():
+    fc = Node("fc", "Gemm", ("x", "w", "b"), ("y",), attrs={"transB": 1}, in_shapes=[[1, 32], [10, 32], [10]],
+              out_shape=[1, 10], act_inputs=("x",))
+    layer = cost_node(fc)
+    assert (layer.kind, layer.macs, layer.params, layer.weight_elems) == ("linear", 330.0, 330.0, 330.0)
+    mm = Node("mm", "MatMul", ("a", "b"), ("y",), in_shapes=[[1, 4, 8], [1, 8, 5]], out_shape=[1, 4, 5],
+              act_inputs=("a", "b"))
+    assert (cost_node(mm).kind, cost_node(mm).macs, cost_node(mm).in_elems) == ("matmul", 160.0, 72.0)
+    blind = Node("c", "Conv", ("x", "w"), ("y",), act_inputs=("x",))  # shapes unknown: a memory-bound guess
+    assert cost_node(blind).kind == "unknown"
+    nms = Node("n", "NonMaxSuppression", ("b",), ("o",), act_inputs=("b",))
+    assert unmodelled_ops(nms, cost_node(nms)) == ["NonMaxSuppression"]
+
+
+CONVNET = load_space("convnet")
+
+
+@st.composite
+def _convnet_archs(draw: st.DrawFn) -> tuple[dict, int]:
+    """A convnet architecture and an input size it fits. Kernels, paddings and layer types range over the
+    whole space; filters and depth stay at the small end, so that the torch export (with real weights) is
+    quick: the hand-built graph carries no weights, and the structure is the same at every width."""
+    depth = draw(st.integers(1, 4))
+    blocks = [{"kernel_size": draw(st.sampled_from(CONVNET.block_choices["kernel_size"])),
+               "padding": draw(st.sampled_from(CONVNET.block_choices["padding"]))} for _ in range(depth)]
+    arch = {"global": {"layer_type": draw(st.sampled_from(CONVNET.global_choices["layer_type"])),
+                       "filters": draw(st.sampled_from(CONVNET.global_choices["filters"][:3]))},
+            "units": [{"depth": depth, "blocks": blocks}]}
+    return CONVNET.validate(arch), draw(st.integers(4 * depth + 1, 40))
+
+
+@settings(max_examples=25, deadline=None)
+@given(arch_and_size=_convnet_archs())
+def test_onnx_export_and_hand_built_convnet_graph_give_the_same_layers(arch_and_size):
+    arch, size = arch_and_size
+    exported = extract_layers(export_onnx(CONVNET, arch, None, input_size=size))
+    hand_built = extract_layers(convnet_onnx(arch, size))
+
+    def unnamed(graph: GraphLayers) -> list[dict]:
+        return [layer.as_dict() | {"name": ""} for layer in graph.layers]
+
+    assert unnamed(exported) == unnamed(hand_built)
+    assert exported.input_shape == hand_built.input_shape == [1, 3, size, size]
+    assert exported.unknown_ops == hand_built.unknown_ops == [] and exported.warnings == hand_built.warnings
+    assert exported.macs == hand_built.macs and exported.params == hand_built.params

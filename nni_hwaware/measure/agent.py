@@ -19,7 +19,7 @@ Commands (``python3 agent.py COMMAND``)::
 Requests are JSON objects ``{"id": N, "op": OP, ...}``; replies ``{"id": N, "ok": true, "result": {...}}`` or
 ``{"id": N, "ok": false, "error": "one line"}``. Ops: ``info``, ``has_model``, ``upload``, ``measure``, ``ping``,
 ``shutdown``. Models and TensorRT engines are cached under ``~/.cache/nni-hwaware-agent`` by sha256 (engines also
-by precision and TensorRT version). The full contract is in the project's device protocol.
+by precision and TensorRT version). The full contract is in the repository's ``docs/device_protocol.md``.
 
 Two timing protocols: ``esm`` (warm-up, timed compute-only runs, trimmed mean, optional adaptive stop; energy per
 inference above idle) and ``jetson_dataset`` (the public Jetson Nano dataset's: host-side calls with copies, plain
