@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nni_hwaware.artifacts import check_output_dir, replace_output_dir, staging_dir
+from nni_hwaware.cli.measure import add_device_arguments, device_argument
 from nni_hwaware.encode import ENCODINGS
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import EVAL_STRATEGIES, ESMConfig, ESMResult
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--runs", type=int, default=150, help="timed runs per model (ESM protocol: 150)")
     p.add_argument("--threads", type=int, default=1, help="backend threads (fixed and recorded)")
+    add_device_arguments(p)
     p.add_argument("--qc-every", type=int, default=50, help="reference-model check every K models (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--db", required=True, help="SQLite measurement store (created if missing)")
@@ -82,9 +84,16 @@ def _build(args: argparse.Namespace) -> int:
     )
     config.check()
     check_quality_control(args.qc_every, 3, 0.03)
+    device = device_argument(args.device)
     out = check_output_dir(args.out, "esm", "--out")
-    store = MeasurementStore(args.db)
-    measurer = make_measurer(args.backend, threads=args.threads, protocol=Protocol(runs=args.runs), energy="none")
+    # the device before the store: an unreachable one leaves no database behind
+    measurer = make_measurer(args.backend, threads=args.threads, device=device, protocol=Protocol(runs=args.runs),
+                             energy="none", token_file=args.token_file)
+    try:
+        store = MeasurementStore(args.db)
+    except BaseException:
+        measurer.close()
+        raise
     try:
         measure = store_backed_measure(space, measurer, store, input_size=size, qc_every=args.qc_every)
         result = run_esm(space, config, measure, input_size=size, device=measurer.device_description,
@@ -92,7 +101,10 @@ def _build(args: argparse.Namespace) -> int:
     finally:
         measurer.close()
         store.close()
-    write_predictor_dir(result, out, extra={"backend": args.backend, "db": str(args.db)})
+    extra = {"backend": args.backend, "db": str(args.db)}
+    if device is not None:
+        extra["measured_on"] = device
+    write_predictor_dir(result, out, extra=extra)
     m = result.predictor.info["metrics"]
     status = "converged" if result.converged else "budget spent before convergence"
     print(f"{status}: {len(result.train_latency)} training measurements, held-out accuracy {m['accuracy']:.4f}, "

@@ -44,10 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--input-size", type=int, default=None, help="input resolution (default: the space's)")
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
-    g.add_argument("--device", default=None, help="cpu or cuda[:N] (torch, tensorrt)")
+    add_device_arguments(g)
     g.add_argument("--precision", choices=PRECISIONS, default="fp32")
     g.add_argument("--threads", type=int, default=1, help="CPU inference threads (fixed and recorded)")
     g = p.add_argument_group("protocol (defaults: ESM paper)")
+    g.add_argument("--protocol", choices=("esm", "jetson_dataset"), default="esm",
+                   help="esm: warm-up, timed runs, trimmed mean; jetson_dataset (device agent only): the public "
+                        "Jetson Nano dataset's timed host-side calls for --protocol-seconds, plain mean")
+    g.add_argument("--protocol-seconds", type=float, default=60.0,
+                   help="jetson_dataset: length of the timed window")
     g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs (maximum with --adaptive)")
     g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     g.add_argument("--trim", type=float, default=DEFAULT_TRIM, help="share dropped at each end")
@@ -98,6 +103,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_import_nni)
 
 
+def add_device_arguments(parser: Any) -> None:
+    """``--device`` (repeatable: a pool of remote devices) and ``--token-file``, as every measuring command takes."""
+    parser.add_argument("--device", action="append", default=None, metavar="DEVICE",
+                        help="where to measure: cpu or cuda[:N] here (torch, tensorrt), or a device running the "
+                             "agent: ssh://[user@]host[:port][?python=python3] or http://host:port; repeat "
+                             "with URLs for a pool of identical devices")
+    parser.add_argument("--token-file", default=None,
+                        help="http:// devices: file holding the agent's token (default: $NNI_HWAWARE_TOKEN)")
+
+
+def device_argument(devices: list[str] | None) -> str | list[str] | None:
+    """The parsed ``--device`` values as :func:`~nni_hwaware.measure.runner.make_measurer` takes them; a bad
+    URL is a one-line error here, before anything is opened."""
+    if not devices:
+        return None
+    from nni_hwaware.measure.remote import is_device_url, parse_device_url
+
+    for device in devices:
+        if is_device_url(device):
+            parse_device_url(device)
+    return devices[0] if len(devices) == 1 else list(devices)
+
+
 # -------------------------------------------------------------------------------------------- measure
 def _measure(args: argparse.Namespace) -> int:
     from nni_hwaware.measure.campaign import check_quality_control
@@ -109,7 +137,12 @@ def _measure(args: argparse.Namespace) -> int:
     # every argument is checked before the database is touched: a bad one leaves no file behind
     protocol = Protocol(runs=args.runs, warmup=args.warmup, trim=args.trim, adaptive=args.adaptive,
                         ci_rel_width=args.ci_width, min_runs=args.min_runs)
+    if args.protocol == "jetson_dataset":
+        from nni_hwaware.measure.remote import JetsonDatasetProtocol
+
+        protocol = JetsonDatasetProtocol(seconds=args.protocol_seconds, warmup=args.warmup)
     check_quality_control(args.qc_every, args.qc_references, args.drift)
+    device = device_argument(args.device)
     _check_db_argument(args.db, write=True)
     if args.space is not None:
         if args.n is None:
@@ -122,8 +155,9 @@ def _measure(args: argparse.Namespace) -> int:
     else:
         _check_onnx_files(args.onnx)
     # backend next: a missing library fails before the database is touched
-    measurer = make_measurer(args.backend, threads=args.threads, device=args.device, precision=args.precision,
-                             protocol=protocol, energy=args.energy, energy_seconds=args.energy_seconds)
+    measurer = make_measurer(args.backend, threads=args.threads, device=device, precision=args.precision,
+                             protocol=protocol, energy=args.energy, energy_seconds=args.energy_seconds,
+                             token_file=args.token_file)
     created = not Path(args.db).exists()
     try:
         with MeasurementStore(args.db) as store:
@@ -142,7 +176,7 @@ def _measure(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=1))
     else:
         print(" ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in summary.items()
-                       if k not in ("device_description", "models")))
+                       if k not in ("device_description", "models", "devices")))
     return 0
 
 
@@ -199,6 +233,8 @@ def _measure_space(args, space, archs, size, measurer, store, progress_cls) -> d
     summary = {**report.to_dict(), "space": space.name, "space_fingerprint": space_fingerprint(space),
                "input_size": size, "backend": measurer.backend.name,
                "device": measurer.device_key, "energy_meter": measurer.meter.name if measurer.meter else None}
+    if hasattr(measurer, "connections"):  # a remote device or pool: which device measured how many models
+        summary["devices"] = {c.url: n for c, n in zip(measurer.connections, measurer.models_measured)}
     if args.adaptive and report.runs_max:
         summary["runs_saved_pct"] = round(100 * report.runs_saved / report.runs_max, 1)
     return summary

@@ -1,7 +1,8 @@
 """``nni-hwaware nn-meter``: nn-Meter's predictor-building method on this device, and its predictions.
 
-* ``nn-meter build --backend onnxruntime --out DIR [--space NAME --input-size N]``: fusion rules, kernel
-  sampling and per-kernel regressors with nn-Meter's builder, profiling on this machine; resumable;
+* ``nn-meter build --backend onnxruntime --out DIR [--space NAME --input-size N] [--device URL]``: fusion
+  rules, kernel sampling and per-kernel regressors with nn-Meter's builder, profiling on this machine or, with
+  ``--device ssh://...`` / ``http://...``, on a remote device through the agent; resumable;
 * ``nn-meter register``: registers our backends with nn-Meter (``nn-meter connect --backend
   hwaware_onnxruntime`` then works with nn-Meter's own CLI);
 * ``nn-meter predict --predictor DIR --space NAME --arch JSON --trust-pickles``: nn-Meter's latency of an
@@ -14,7 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from nni_hwaware.cli.measure import add_device_arguments, device_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--runs", type=int, default=defaults.runs, help="timed runs per kernel")
     b.add_argument("--threads", type=int, default=defaults.threads)
     b.add_argument("--seed", type=int, default=defaults.seed)
+    add_device_arguments(b)
     b.set_defaults(func=_build)
 
     r = sub.add_parser("register", help="register our backends with nn-Meter (~/.nn_meter/config/registry.yaml)")
@@ -82,7 +88,12 @@ def _build(args: argparse.Namespace) -> int:
 
         # an unknown space or a bad input size fails now, not after the fusion rules
         load_space(args.space).resolve_input_size(args.input_size)
-    summary = build_nn_meter_predictor(args.out, settings, log=lambda m: print(f"[nn-meter] {m}", file=sys.stderr))
+    log = lambda m: print(f"[nn-meter] {m}", file=sys.stderr)  # noqa: E731
+    device = device_argument(args.device)
+    if device is None:
+        summary = build_nn_meter_predictor(args.out, settings, log=log)
+    else:
+        summary = _build_on_device(args, settings, device, log)
     print(f"nn-Meter predictor in {Path(args.out) / 'predictor'}: {len(summary['kernels'])} kernels, "
           f"{summary['measurements']['total']} models profiled "
           f"({summary['measurements']['fusion_test_models']} fusion test models, "
@@ -91,6 +102,40 @@ def _build(args: argparse.Namespace) -> int:
         last = k["iterations"][-1] if k["iterations"] else {}
         print(f"  {k['kernel']:<16} {k['samples']:>5} samples  nn-Meter 10%-accuracy {last.get('acc10', float('nan')):.3f}")
     return 0
+
+
+def _build_on_device(args: argparse.Namespace, settings: Any, device: str | list[str],
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    """The nn-Meter build with every kernel and test case timed by ``--device`` (local or through the agent)."""
+    from nni_hwaware.measure.protocol import Protocol
+    from nni_hwaware.measure.runner import make_measurer
+    from nni_hwaware.nnmeter.backend import MeasurerProfiler, OnnxRuntimeCPUBackend, TensorRTBackend
+    from nni_hwaware.nnmeter.builder import NnMeterBuild, check_build_folder
+
+    check_build_folder(args.out)  # before the device is contacted
+    measurer = make_measurer(settings.backend, threads=settings.threads, device=device,
+                             protocol=Protocol(runs=settings.runs, warmup=5), energy="none",
+                             token_file=args.token_file)
+
+    class DeviceProfiler(MeasurerProfiler):
+        def __init__(self, **_settings: Any) -> None:  # the settings are the measurer's
+            self.measurer = measurer
+
+    base = OnnxRuntimeCPUBackend if settings.backend == "onnxruntime" else TensorRTBackend
+    device_backend = type(f"Device{base.__name__}", (base,), {"profiler_class": DeviceProfiler})
+
+    class DeviceBuild(NnMeterBuild):
+        def backend(self) -> Any:
+            if self._backend is None:
+                from nn_meter.builder import builder_config
+
+                self._backend = device_backend(builder_config.get_module("backend"))
+            return self._backend
+
+    try:
+        return DeviceBuild(args.out, settings, log).run()
+    finally:
+        measurer.close()
 
 
 def _register(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure.progress import Progress
-from nni_hwaware.measure.runner import Measurer, architecture_model
+from nni_hwaware.measure.runner import Measurer, ModelResult, measurer_model
 from nni_hwaware.store import Measurement, MeasurementStore, space_text, text_hash
 
 REFERENCE_SEED = 20240101
@@ -152,12 +152,17 @@ class Campaign:
         if self.references and (todo or pending):  # a finished campaign needs no new check
             self._check_and_fix()
         since_check = 0
-        for arch in todo:
-            measurement = self._measure(arch)
-            self.report.measured += 1
-            since_check += 1
-            if self.progress:
-                self.progress.update(self.report.skipped + self.report.measured, last_ms=measurement.latency_ms)
+        pool = getattr(m, "size", 1) if hasattr(m, "measure_many") else 1
+        position = 0
+        while position < len(todo):
+            room = self.qc_every - since_check if self.references else pool
+            batch = todo[position:position + max(1, min(pool, room))]
+            position += len(batch)
+            for measurement in self._measure_batch(batch):
+                self.report.measured += 1
+                since_check += 1
+                if self.progress:
+                    self.progress.update(self.report.skipped + self.report.measured, last_ms=measurement.latency_ms)
             if self.references and since_check >= self.qc_every:
                 self._check_and_fix()
                 since_check = 0
@@ -166,16 +171,33 @@ class Campaign:
         store.finish_campaign(self.id)
         return self.report
 
+    def _measure_batch(self, archs: list[dict]) -> list[Measurement]:
+        """Measure a batch: one model at a time, or all at once on a pool of devices (stored as each ends).
+
+        Results are stored from this (the main) thread, one transaction per model, as they arrive; when a device
+        fails, what the others finished is stored before the error goes up.
+        """
+        m = self.measurer
+        if len(archs) == 1 or not hasattr(m, "measure_many"):
+            return [self._measure(arch) for arch in archs]
+        models = [measurer_model(m, self.space, arch, self.input_size) for arch in archs]
+        return [self._record(archs[position], result)
+                for position, result in m.measure_many(models)]  # type: ignore[attr-defined]
+
     def _measure(self, arch: dict, *, remeasure: bool = False) -> Measurement:
         m = self.measurer
-        result = m.measure(architecture_model(self.space, arch, m.backend.name, self.input_size))
+        result = m.measure(measurer_model(m, self.space, arch, self.input_size))
+        return self._record(arch, result, remeasure=remeasure)
+
+    def _record(self, arch: dict, result: ModelResult, *, remeasure: bool = False) -> Measurement:
+        m = self.measurer
         measurement = m.to_measurement(result, space=self.space.name, arch_hash=self.space.arch_hash(arch),
                                        arch_json=self.space.canonical_json(arch), input_size=self.input_size,
                                        campaign=self.id)
         self.store.add_measurement(measurement, space=self.space, device_description=m.device_description,
                                    replace=remeasure, reason="qc drift")
         self.report.runs_done += measurement.runs
-        self.report.runs_max += m.protocol.runs
+        self.report.runs_max += max(m.protocol.runs, measurement.runs)
         self.report.outliers += int(measurement.outlier)
         return measurement
 
@@ -189,8 +211,7 @@ class Campaign:
             arch_hash = self.space.arch_hash(arch)
             model = self._reference_models.get(arch_hash)
             if model is None:
-                model = self._reference_models[arch_hash] = architecture_model(
-                    self.space, arch, m.backend.name, self.input_size)
+                model = self._reference_models[arch_hash] = measurer_model(m, self.space, arch, self.input_size)
             timing = m.measure(model).timing
             base = baseline.get(arch_hash)
             drift = abs(timing.mean_ms / base - 1) if base else 0.0

@@ -2,7 +2,8 @@
 
 Every trial of the nnictl experiment gets a batch index from NNI's GridSearch tuner (search space
 ``{"batch": choice(0..B-1)}``), samples the same architectures as ``nni-hwaware spaces sample`` with the given
-arguments, measures the architectures of its batch (``archs[batch::batches]``) with the local backend, and
+arguments, measures the architectures of its batch (``archs[batch::batches]``) with the local backend (or on a remote
+device running the agent: ``--device ssh://...`` / ``http://...``), and
 reports them with ``nni.report_final_result``: ``{"default": mean latency, "measurements": [...],
 "device_description": {...}, ...}``. It also writes the same JSON to ``measurements.json`` in the trial's
 output folder. ``nni-hwaware dataset import-nni EXPERIMENT_ID --db PATH`` collects them into a store.
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, required=True, help="number of batches (= trials)")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--backend", default="onnxruntime")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", action="append", default=None,
+                   help="cpu, cuda[:N], or a device URL (ssh://..., http://...); repeat URLs for a pool")
+    p.add_argument("--token-file", default=None, help="http:// devices: the agent's token (or NNI_HWAWARE_TOKEN)")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=150)
@@ -50,19 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_trial(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     """Measure batch ``batch`` and return the result dict reported to NNI."""
+    from nni_hwaware.cli.measure import device_argument
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.runner import make_measurer, measure_architectures_unstored
     from nni_hwaware.spaces import load_space, sample_architectures
     from nni_hwaware.store import space_fingerprint, space_text, text_hash
 
+    device = device_argument(args.device)
     if not 0 <= batch < args.batches:
         raise HwAwareError(f"batch {batch} is outside 0..{args.batches - 1}")
     space = load_space(args.space)
     size = space.resolve_input_size(args.input_size)
     archs = sample_architectures(space, args.n, seed=args.seed, strategy=args.strategy, bins=args.bins)
     mine = archs[batch::args.batches]
-    measurer = make_measurer(args.backend, threads=args.threads, device=args.device, precision=args.precision,
-                             protocol=Protocol(runs=args.runs, warmup=args.warmup), energy=args.energy)
+    measurer = make_measurer(args.backend, threads=args.threads, device=device, precision=args.precision,
+                             protocol=Protocol(runs=args.runs, warmup=args.warmup), energy=args.energy,
+                             token_file=args.token_file)
     try:
         measurements = measure_architectures_unstored(space, mine, measurer, input_size=size)
     finally:

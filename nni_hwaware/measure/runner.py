@@ -70,6 +70,9 @@ class Measurer:
     ['accelerator', 'backend', 'backend_version']
     """
 
+    #: ONNX opset architectures are exported at for this measurer (``None``: the package's default)
+    onnx_opset: int | None = None
+
     def __init__(self, backend: Backend, protocol: Protocol | None = None, meter: EnergyMeter | None = None, *,
                  energy_seconds: float = 2.0, idle_seconds: float = 2.0,
                  outlier_cv: float = DEFAULT_OUTLIER_CV) -> None:
@@ -83,7 +86,8 @@ class Measurer:
         self.idle_seconds = max(idle_seconds, meter.min_window_s if meter else 0.0)
         self.outlier_cv = outlier_cv
         self.idle_power_w: float | None = None
-        self.device_description = {**host_description(), **backend.describe()}
+        self.device_description = {**host_description(), **local_fingerprint(), **backend.describe(),
+                                   "precision": backend.precision, "protocol": "esm"}
         self.device_key = device_key(self.device_description)
 
     def measure_idle(self) -> float:
@@ -146,27 +150,88 @@ class Measurer:
             self.meter.close()
 
 
-def make_measurer(backend: str | Backend = "onnxruntime", *, threads: int = 1, device: str | None = None,
-                  precision: str = "fp32", protocol: Protocol | None = None, energy: str = "auto",
-                  energy_seconds: float = 2.0, idle_seconds: float = 2.0) -> Measurer:
-    """A :class:`Measurer` from names (what the CLI and the NNI trial use)."""
+def local_fingerprint() -> dict[str, Any]:
+    """This machine's comparable fingerprint fields the host description lacks (board, L4T, GPU, CUDA, power
+    mode, clocks), collected the way the device agent collects them on a remote device."""
+    from nni_hwaware.measure.agent import collect_fingerprint
+
+    fingerprint = collect_fingerprint()
+    return {k: fingerprint.get(k) for k in LOCAL_FINGERPRINT_KEYS}
+
+
+#: fields of the agent's fingerprint that a local measurement records besides :func:`host_description`
+LOCAL_FINGERPRINT_KEYS = ("board", "l4t", "gpu", "cuda", "power_mode", "clocks_locked")
+
+
+def make_measurer(backend: str | Backend = "onnxruntime", *, threads: int = 1,
+                  device: str | Sequence[str] | None = None, precision: str = "fp32", protocol: Any = None,
+                  energy: str = "auto", energy_seconds: float = 2.0, idle_seconds: float = 2.0,
+                  token_file: str | None = None) -> Measurer:
+    """A :class:`Measurer` from names (what the CLI and the NNI trial use).
+
+    ``device`` is ``cpu`` / ``cuda[:N]`` (this machine, ``None``: the backend's default), or a device URL
+    ``ssh://...`` / ``http://...``, or a list of URLs (a pool): then a
+    :class:`~nni_hwaware.measure.remote.RemoteMeasurer` is returned (``token_file``: the HTTP token).
+
+    Examples
+    --------
+    >>> make_measurer("onnxruntime", energy="none").backend.name
+    'onnxruntime'
+    """
     check_positive(energy_seconds, "--energy-seconds")  # before a backend or meter is set up
     check_positive(idle_seconds, "idle_seconds")
+    devices = [device] if isinstance(device, str) or device is None else list(device)
+    if not devices:
+        devices = [None]
+    from nni_hwaware.measure.remote import RemoteMeasurer, is_device_url
+
+    if any(is_device_url(d) for d in devices):
+        local = [d for d in devices if not is_device_url(d)]
+        if local:
+            raise HwAwareError(f"--device {local[0]} is this machine; a pool takes device URLs only "
+                               "(ssh://... or http://...)")
+        if not isinstance(backend, str):
+            backend = backend.name
+        return RemoteMeasurer(devices, backend, threads=threads, precision=precision, protocol=protocol,
+                              energy=energy, energy_seconds=energy_seconds, idle_seconds=idle_seconds,
+                              token_file=token_file)
+    if len(devices) > 1:
+        raise HwAwareError("several --device values make a pool of remote devices; give ssh:// or http:// URLs, "
+                           "or one local device (cpu, cuda[:N])")
+    if protocol is not None and not isinstance(protocol, Protocol):
+        raise HwAwareError(f"the {getattr(protocol, 'name', protocol)} protocol runs on a device agent only; give "
+                           "--device ssh://... or http://...")
     if isinstance(backend, str):
-        backend = get_backend(backend, threads=threads, device=device, precision=precision)
+        backend = get_backend(backend, threads=threads, device=devices[0], precision=precision)
     meter = create_meter(energy, backend.accelerator)
     return Measurer(backend, protocol, meter, energy_seconds=energy_seconds, idle_seconds=idle_seconds)
 
 
-def architecture_model(space: Any, arch: Any, backend_name: str, input_size: int) -> ModelToMeasure:
-    """What a backend needs for one architecture: ONNX bytes exported in memory, or a module factory."""
+def architecture_model(space: Any, arch: Any, backend_name: str, input_size: int, *,
+                       opset: int | None = None) -> ModelToMeasure:
+    """What a backend needs for one architecture: ONNX bytes exported in memory, or a module factory.
+
+    ``opset``: the ONNX opset to export at (``None``: the package's default; a remote device may parse only
+    older ones, see :attr:`Measurer.onnx_opset`).
+    """
     from nni_hwaware.spaces import build_module, export_onnx
 
     shape = (1, int(space.defaults["in_channels"]), input_size, input_size)
     name = f"{space.name}:{space.arch_hash(arch)}"
     if backend_name == "torch":
         return ModelToMeasure(name, shape, module_factory=lambda: build_module(space, arch, input_size=input_size))
-    return ModelToMeasure(name, shape, onnx=export_onnx(space, arch, None, input_size=input_size))
+    if opset is None:
+        return ModelToMeasure(name, shape, onnx=export_onnx(space, arch, None, input_size=input_size))
+    from nni_hwaware.spaces.export import example_input, module_to_onnx_bytes
+
+    module = build_module(space, arch, input_size=input_size)
+    return ModelToMeasure(name, shape, onnx=module_to_onnx_bytes(module, example_input(space, input_size),
+                                                                 opset=opset))
+
+
+def measurer_model(measurer: Measurer, space: Any, arch: Any, input_size: int) -> ModelToMeasure:
+    """:func:`architecture_model` for what ``measurer`` runs (its backend and the opset its device parses)."""
+    return architecture_model(space, arch, measurer.backend.name, input_size, opset=measurer.onnx_opset)
 
 
 def measure_architectures(
@@ -244,7 +309,7 @@ def measure_architectures(
                 space, arch_hash, measurer.device_key, measurer.backend.name, size,
                 precision=measurer.backend.precision)
             if stored is None:
-                result = measurer.measure(architecture_model(space, arch, measurer.backend.name, size))
+                result = measurer.measure(measurer_model(measurer, space, arch, size))
                 stored = measurer.to_measurement(result, space=space.name, arch_hash=arch_hash,
                                                  arch_json=space.canonical_json(arch), input_size=size,
                                                  campaign=campaign)
@@ -308,11 +373,14 @@ def _onnx_input_shape(data: bytes, path: Path) -> list[Any] | None:
 
 def measure_architectures_unstored(space: Any, archs: Sequence[Any], measurer: Measurer, *,
                                    input_size: int) -> list[Measurement]:
-    """Measure architectures without a store (NNI trials report them instead), in order."""
-    out = []
-    for arch in archs:
-        arch = space.validate(arch)
-        result = measurer.measure(architecture_model(space, arch, measurer.backend.name, input_size))
-        out.append(measurer.to_measurement(result, space=space.name, arch_hash=space.arch_hash(arch),
-                                           arch_json=space.canonical_json(arch), input_size=input_size))
-    return out
+    """Measure architectures without a store (NNI trials report them instead), in order (all devices of a pool
+    at once)."""
+    canon = [space.validate(arch) for arch in archs]
+    models = [measurer_model(measurer, space, arch, input_size) for arch in canon]
+    if getattr(measurer, "size", 1) > 1 and hasattr(measurer, "measure_many"):
+        results: dict[int, ModelResult] = dict(measurer.measure_many(models))
+    else:
+        results = {i: measurer.measure(model) for i, model in enumerate(models)}
+    return [measurer.to_measurement(results[i], space=space.name, arch_hash=space.arch_hash(arch),
+                                    arch_json=space.canonical_json(arch), input_size=input_size)
+            for i, arch in enumerate(canon)]
