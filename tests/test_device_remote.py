@@ -371,6 +371,7 @@ def test_nn_meter_build_on_a_remote_device(http_agents, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "build.json").read_text())
     assert [k["kernel"] for k in summary["kernels"]] == ["relu"] and (out / "predictor" / "relu.pkl").is_file()
+    assert summary["device"]["backend"] == "onnxruntime" and summary["device"]["protocol"] == "esm"
     # every model was timed by the agent: its cache holds them
     assert len(list((agent.token_file.parent / "cache" / "models").iterdir())) >= 3  # conv_relu: 3 models
 

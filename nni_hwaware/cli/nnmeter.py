@@ -106,34 +106,17 @@ def _build(args: argparse.Namespace) -> int:
 
 def _build_on_device(args: argparse.Namespace, settings: Any, device: str | list[str],
                      log: Callable[[str], None]) -> dict[str, Any]:
-    """The nn-Meter build with every kernel and test case timed by ``--device`` (local or through the agent)."""
+    """The nn-Meter build with every kernel and test case timed on ``--device`` through the agent."""
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.runner import make_measurer
-    from nni_hwaware.nnmeter.backend import MeasurerProfiler, OnnxRuntimeCPUBackend, TensorRTBackend
-    from nni_hwaware.nnmeter.builder import NnMeterBuild, check_build_folder
+    from nni_hwaware.nnmeter.builder import build_nn_meter_predictor, check_build_folder
 
     check_build_folder(args.out)  # before the device is contacted
     measurer = make_measurer(settings.backend, threads=settings.threads, device=device,
                              protocol=Protocol(runs=settings.runs, warmup=5), energy="none",
                              token_file=args.token_file)
-
-    class DeviceProfiler(MeasurerProfiler):
-        def __init__(self, **_settings: Any) -> None:  # the settings are the measurer's
-            self.measurer = measurer
-
-    base = OnnxRuntimeCPUBackend if settings.backend == "onnxruntime" else TensorRTBackend
-    device_backend = type(f"Device{base.__name__}", (base,), {"profiler_class": DeviceProfiler})
-
-    class DeviceBuild(NnMeterBuild):
-        def backend(self) -> Any:
-            if self._backend is None:
-                from nn_meter.builder import builder_config
-
-                self._backend = device_backend(builder_config.get_module("backend"))
-            return self._backend
-
     try:
-        return DeviceBuild(args.out, settings, log).run()
+        return build_nn_meter_predictor(args.out, settings, log, measurer)
     finally:
         measurer.close()
 

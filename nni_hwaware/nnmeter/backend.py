@@ -26,7 +26,10 @@ from nni_hwaware.errors import HwAwareError
 BACKEND_NAMES = {"hwaware_onnxruntime": "onnxruntime", "hwaware_tensorrt": "tensorrt"}
 
 #: Defaults of the backend config (nn-Meter keeps it in ``<workspace>/configs/backend_config.yaml``).
-DEFAULT_CONFIG: dict[str, Any] = {"THREADS": 1, "RUNS": 30, "WARMUP": 5, "PRECISION": "fp32", "DEVICE": None}
+#: ``MEASURER``: a ready :class:`~nni_hwaware.measure.runner.Measurer` (a remote device's, say) used instead of
+#: one built from the other settings.
+DEFAULT_CONFIG: dict[str, Any] = {"THREADS": 1, "RUNS": 30, "WARMUP": 5, "PRECISION": "fp32", "DEVICE": None,
+                                  "MEASURER": None}
 
 
 class MeasurerProfiler(BaseProfiler):
@@ -40,16 +43,20 @@ class MeasurerProfiler(BaseProfiler):
         Settings of :func:`~nni_hwaware.measure.backends.get_backend` and
         :class:`~nni_hwaware.measure.protocol.Protocol`. Kernels are small and many, so fewer runs than the
         150 of whole architectures.
+    measurer
+        A ready measurer (e.g. a remote device's, :func:`~nni_hwaware.measure.runner.make_measurer` with
+        ``device="ssh://..."``); the settings above are then its own.
     """
 
     def __init__(self, backend: str = "onnxruntime", threads: int = 1, runs: int = 30, warmup: int = 5,
-                 precision: str = "fp32", device: str | None = None) -> None:
+                 precision: str = "fp32", device: str | None = None, measurer: Any = None) -> None:
         from nni_hwaware.measure.backends import get_backend
         from nni_hwaware.measure.protocol import Protocol
         from nni_hwaware.measure.runner import Measurer
 
-        self.measurer = Measurer(get_backend(backend, threads=threads, device=device, precision=precision),
-                                 Protocol(runs=runs, warmup=warmup))
+        self.measurer = measurer if measurer is not None else Measurer(
+            get_backend(backend, threads=threads, device=device, precision=precision),
+            Protocol(runs=runs, warmup=warmup))
 
     def profile(self, model_path: str, **_kwargs: Any) -> str:  # type: ignore[override]
         from nni_hwaware.measure.backends import ModelToMeasure
@@ -91,6 +98,7 @@ class _MeasurerBackend(BaseBackend):
         self.profiler_kwargs = {
             "backend": self.measurement_backend, "threads": int(config["THREADS"]), "runs": int(config["RUNS"]),
             "warmup": int(config["WARMUP"]), "precision": str(config["PRECISION"]), "device": config["DEVICE"],
+            "measurer": config["MEASURER"],
         }
 
     def convert_model(self, model_path: str, save_path: str, input_shape: Any = None) -> str:

@@ -183,6 +183,10 @@ class NnMeterBuild:
         :class:`BuildSettings`.
     log
         Receives progress lines (kernels done, ETA).
+    measurer
+        Times kernels and test models instead of a measurer of this machine built from ``settings`` (a remote
+        device's: :func:`~nni_hwaware.measure.runner.make_measurer` with ``device="ssh://..."``); its device
+        description is recorded in ``build.json``.
 
     Examples
     --------
@@ -190,8 +194,10 @@ class NnMeterBuild:
     >>> summary = build.run()  # doctest: +SKIP
     """
 
-    def __init__(self, out: str | Path, settings: BuildSettings, log: Callable[[str], None] = print) -> None:
+    def __init__(self, out: str | Path, settings: BuildSettings, log: Callable[[str], None] = print,
+                 measurer: Any = None) -> None:
         settings.check()
+        self.measurer = measurer
         self.out = check_build_folder(out)
         self.settings = settings
         self.log = log
@@ -233,7 +239,10 @@ class NnMeterBuild:
 
             from nni_hwaware.nnmeter.backend import backend_for
 
-            self._backend = backend_for(self.settings.backend, builder_config.get_module("backend"))
+            config = builder_config.get_module("backend")
+            if self.measurer is not None:
+                config = {**(config or {}), "MEASURER": self.measurer}
+            self._backend = backend_for(self.settings.backend, config)
         return self._backend
 
     def _profile(self, models: dict[str, Any], mode: str, save_name: str, label: str) -> dict[str, Any]:
@@ -460,6 +469,7 @@ class NnMeterBuild:
         summary = {
             "settings": asdict(self.settings),
             "host": host_description(),
+            "device": self.measurer.device_description if self.measurer is not None else None,
             "fusion_rules": {k: bool(v.get("obey")) for k, v in rules.items()},
             "kernels": list(results.values()),
             "measurements": {"fusion_test_models": testcase_models, "kernel_models": kernel_samples,
@@ -470,10 +480,10 @@ class NnMeterBuild:
         return summary
 
 
-def build_nn_meter_predictor(out: str | Path, settings: BuildSettings, log: Callable[[str], None] = print
-                             ) -> dict[str, Any]:
+def build_nn_meter_predictor(out: str | Path, settings: BuildSettings, log: Callable[[str], None] = print,
+                             measurer: Any = None) -> dict[str, Any]:
     """Run (or resume) an nn-Meter predictor build; see :class:`NnMeterBuild`."""
-    return NnMeterBuild(out, settings, log).run()
+    return NnMeterBuild(out, settings, log, measurer).run()
 
 
 def _write(path: Path, data: str | bytes) -> None:
