@@ -196,7 +196,7 @@ def run_compare(
     load (nn-Meter's regressors are pickles, which run code when loaded).
     """
     from nni_hwaware import plots
-    from nni_hwaware.proxies import architecture_macs
+    from nni_hwaware.proxies import architecture_weight_macs
 
     check_compare_settings(sizes=sizes, encodings=encodings, surrogates=surrogates, test_size=test_size,
                            bins=bins, acc_th=acc_th, initial=initial, step=step, seed=seed, input_size=input_size)
@@ -248,13 +248,13 @@ def run_compare(
                 log(f"{encoding:>11}-{surrogate:<3} n={size:<5} accuracy {rows[-1]['accuracy']:.4f}")
 
     size_px = int(setting["input_size"])
-    macs_all = architecture_macs(space, archs, size_px)
+    macs_all = architecture_weight_macs(space, archs, size_px)
     for size in usable:
         t0 = time.perf_counter()
         model = make_surrogate("linear").fit(macs_all[train_idx[:size], None], y[train_idx[:size]])
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        pred = model.predict(architecture_macs(space, test_archs, size_px)[:, None])
+        pred = model.predict(architecture_weight_macs(space, test_archs, size_px)[:, None])
         add_row("macs-linear", "macs", size, fit_s, time.perf_counter() - t0,
                 _evaluate(test_y, pred, test_bins, bins), size)
 

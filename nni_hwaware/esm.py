@@ -476,24 +476,26 @@ class EsmHardwarePredictor(HardwarePredictor):
 
     @property
     def target(self) -> PredictorTarget:
+        """The device the predictor was built on: its fingerprint is the comparable part of the device
+        description recorded at build time, with the ESM protocol (``"esm"``)."""
+        from nni_hwaware.measure.fingerprint import comparable
+
         device = self.model.info.get("device") or {}
         where = device.get("cpu_model", device.get("accelerator", device.get("host", "unknown device")))
         protocol = (f"{self.model.info.get('backend', device.get('backend', '?'))}, "
                     f"{device.get('threads', '?')} thread(s): trimmed mean of timed runs (ESM protocol)")
+        fingerprint = {**comparable(device), "protocol": "esm"} if device else {}
         return PredictorTarget(device=str(where), protocol=protocol, space=self.space.name,
-                               input_size=self.input_size)
+                               input_size=self.input_size, fingerprint=fingerprint)
 
-    def check_measurer(self, measurer: Any) -> None:
-        """Measurements must come from the device and backend the predictor was built on."""
-        from nni_hwaware.store import device_key
+    def _mismatch_text(self) -> str:
+        device = self.model.info.get("device") or {}
+        return (f"was built on another device/backend ({device.get('backend', '?')}, "
+                f"{device.get('cpu', device.get('host', '?'))}) than the one measuring")
 
-        built_on = self.model.info.get("device") or {}
-        if built_on and device_key(built_on) != measurer.device_key:
-            raise HwAwareError(
-                f"the predictor in {self.folder} was built on another device/backend "
-                f"({built_on.get('backend', '?')}, {built_on.get('cpu', built_on.get('host', '?'))}); "
-                "measuring here would mix targets: build a predictor on this machine or pass the same backend "
-                "and threads")
+    def _mismatch_advice(self) -> str:
+        return ("measuring here would mix targets: build a predictor on this device, or pass the backend and "
+                "threads it was built with")
 
     def _estimate_new(self, archs: Sequence[Architecture], hashes: Sequence[str]) -> list[HardwareEstimate]:
         out = self.model.predict(archs, validate=False)

@@ -27,13 +27,14 @@ from __future__ import annotations
 import importlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from nni_hwaware.artifacts import read_json_object
-from nni_hwaware.errors import ArtifactError, HwAwareError
+from nni_hwaware.errors import ArtifactError, DeviceError, HwAwareError
+from nni_hwaware.measure.fingerprint import fingerprint_difference
 from nni_hwaware.paths import data_dir
 from nni_hwaware.spaces.schema import Architecture, SearchSpace, load_space
 
@@ -99,7 +100,17 @@ class PredictorTarget:
     """What a predictor is for: where its numbers come from and what it may be asked about.
 
     ``space`` and ``input_size`` are those it was built for, or ``None`` when it reads any CNN's graph
-    (``any_cnn``). ``device`` and ``protocol`` describe the measurements it predicts.
+    (``any_cnn``). ``device`` and ``protocol`` describe the measurements it predicts, in words.
+    ``fingerprint`` states the device they are for in the comparable fields of a device fingerprint
+    (:data:`~nni_hwaware.measure.fingerprint.COMPARABLE_KEYS`: board, backend, precision, ``protocol`` as the
+    timing protocol's name such as ``"esm"`` or ``"jetson_dataset"``, ...); only what the predictor knows is
+    stated, and an empty fingerprint means it cannot say (it learns from no measurement).
+
+    Examples
+    --------
+    >>> target = PredictorTarget("Jetson Nano", "dataset protocol", fingerprint={"protocol": "jetson_dataset"})
+    >>> target.protocol_name
+    'jetson_dataset'
     """
 
     device: str
@@ -107,11 +118,54 @@ class PredictorTarget:
     space: str | None = None
     input_size: int | None = None
     metrics: tuple[str, ...] = ("latency_ms",)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
     @property
     def any_cnn(self) -> bool:
         """Whether the predictor reads any CNN (not one space's architectures only)."""
         return self.space is None
+
+    @property
+    def protocol_name(self) -> str | None:
+        """The name of the timing protocol its numbers follow (``"esm"``, ``"jetson_dataset"``), if stated."""
+        name = self.fingerprint.get("protocol")
+        return str(name) if name is not None else None
+
+
+def protocol_name(protocol: Any) -> str:
+    """The name of a measuring protocol: a name, a mapping with ``"name"``, an object with ``.name``, or the
+    ESM protocol (:class:`~nni_hwaware.measure.protocol.Protocol`, which has no name).
+
+    Examples
+    --------
+    >>> from nni_hwaware.measure.protocol import Protocol
+    >>> protocol_name(Protocol()), protocol_name({"name": "jetson_dataset", "seconds": 60.0})
+    ('esm', 'jetson_dataset')
+    """
+    if isinstance(protocol, str):
+        return protocol
+    if isinstance(protocol, Mapping):
+        return str(protocol.get("name", "esm"))
+    return str(getattr(protocol, "name", None) or "esm")
+
+
+def measurer_fingerprint(measurer: Any) -> dict[str, Any]:
+    """What a measurer measures on, as a fingerprint: its device description, with the protocol's name and the
+    backend's precision added where the description leaves them out (a local measurer's does).
+
+    Examples
+    --------
+    >>> from nni_hwaware.measure.runner import make_measurer
+    >>> fp = measurer_fingerprint(make_measurer("onnxruntime", energy="none"))
+    >>> fp["backend"], fp["protocol"], fp["precision"]
+    ('onnxruntime', 'esm', 'fp32')
+    """
+    description = dict(getattr(measurer, "device_description", None) or {})
+    description.setdefault("protocol", protocol_name(getattr(measurer, "protocol", None)))
+    backend = getattr(measurer, "backend", None)
+    if getattr(backend, "precision", None) is not None:
+        description.setdefault("precision", backend.precision)
+    return description
 
 
 class HardwarePredictor(ABC):
@@ -168,13 +222,48 @@ class HardwarePredictor(ABC):
                 "space": self._space.name if self._space is not None else None,
                 "input_size": self.input_size, "target": asdict(self.target)}
 
-    def check_measurer(self, measurer: Any) -> None:
+    def check_measurer(self, measurer: Any, *, allow_device_mismatch: bool = False) -> str | None:
         """Refuse to measure with ``measurer`` when its device is not the one this predictor stands for.
 
-        A measurement on another device would be stored and learnt from as this predictor's target.
+        A measurement on another device would be stored and learnt from as this predictor's target. The
+        measurer's fingerprint (:func:`measurer_fingerprint`) is compared with :attr:`PredictorTarget.fingerprint`
+        on the fields the target states.
+
+        Parameters
+        ----------
+        measurer
+            A :class:`~nni_hwaware.measure.runner.Measurer` (local or remote).
+        allow_device_mismatch
+            Measure anyway (the override; record it wherever the measurements are learnt from).
+
+        Returns
+        -------
+        str or None
+            ``None`` when the devices match, else the difference (only with ``allow_device_mismatch``).
+
+        Raises
+        ------
+        DeviceError
+            One line naming the difference and the override, when they differ and no override is given.
         """
-        raise HwAwareError(f"the {self.kind} predictor cannot say which device it stands for; a measurement here "
-                           "could be of another device")
+        expected = self.target.fingerprint
+        if not expected:
+            raise HwAwareError(f"the {self.kind} predictor cannot say which device it stands for; a measurement "
+                               "here could be of another device")
+        difference = fingerprint_difference(expected, measurer_fingerprint(measurer))
+        if difference is None or allow_device_mismatch:
+            return difference
+        raise DeviceError(f"the {self.kind} predictor in {self.folder} {self._mismatch_text()}: {difference}; "
+                          f"{self._mismatch_advice()}, or measure anyway with allow_device_mismatch=True (CLI "
+                          "--allow-device-mismatch; recorded in any refitted predictor's card)")
+
+    def _mismatch_text(self) -> str:
+        """How a device mismatch is introduced in :meth:`check_measurer`'s message."""
+        return "predicts another device than the one measuring"
+
+    def _mismatch_advice(self) -> str:
+        """What to do about a device mismatch (the end of :meth:`check_measurer`'s message)."""
+        return "measure on the device the predictor stands for"
 
     # ------------------------------------------------------------------------------------- estimates
     @abstractmethod

@@ -49,8 +49,9 @@ def _meta_input(space: SearchSpace, input_size: int) -> torch.Tensor:
     return torch.empty(1, int(space.defaults["in_channels"]), input_size, input_size, device="meta")
 
 
-def count_macs(module: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of convolutions and linear layers for one forward pass of ``example``."""
+def count_weight_macs(module: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of the weights of convolutions and linear layers for one forward pass of ``example``
+    (biases not counted; :func:`nni_hwaware.spaces.counting.convnet_macs_params` counts torchinfo's way)."""
     total = 0
 
     def hook(mod: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
@@ -71,12 +72,12 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> int:
     return int(total)
 
 
-def architecture_macs(
+def architecture_weight_macs(
     space: SearchSpace, archs: Iterable[Architecture], input_size: int, width_mult: float | None = None
 ) -> np.ndarray:
-    """MACs of each architecture at ``input_size``, as a float array."""
+    """Weight MACs (:func:`count_weight_macs`) of each architecture at ``input_size``, as a float array."""
     return np.array(
-        [count_macs(_meta_model(space, a, input_size, width_mult), _meta_input(space, input_size)) for a in archs],
+        [count_weight_macs(_meta_model(space, a, input_size, width_mult), _meta_input(space, input_size)) for a in archs],
         dtype=float,
     )
 

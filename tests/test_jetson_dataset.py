@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nni_hwaware.jetson.dataset import convnet_macs_params, load_dataset, mixed_blocks, parse_model_name
+from nni_hwaware.jetson.dataset import load_dataset, mixed_blocks, parse_model_name
 from nni_hwaware.spaces import load_space
+from nni_hwaware.spaces.counting import convnet_macs_params
 
 
 def test_mixed_kernel_padding_rule():

@@ -18,8 +18,10 @@ from nni_hwaware.errors import HwAwareError
 _COMMAND_MODULES = (
     "nni_hwaware.cli.spaces",
     "nni_hwaware.cli.measure",
+    "nni_hwaware.cli.device",
     "nni_hwaware.cli.esm",
     "nni_hwaware.cli.predict",
+    "nni_hwaware.cli.calibrate",
     "nni_hwaware.cli.jetson",
     "nni_hwaware.cli.nas",
     "nni_hwaware.cli.nnmeter",

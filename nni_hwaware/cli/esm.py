@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from nni_hwaware.artifacts import check_output_dir, replace_output_dir, staging_dir
-from nni_hwaware.cli.measure import add_device_arguments, device_argument
+from nni_hwaware.cli.measure import add_device_arguments
 from nni_hwaware.encode import ENCODINGS
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import EVAL_STRATEGIES, ESMConfig, ESMResult
+from nni_hwaware.measure.remote import device_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

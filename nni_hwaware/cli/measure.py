@@ -21,6 +21,7 @@ from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure.backends import BACKENDS, PRECISIONS
 from nni_hwaware.measure.energy import METERS
 from nni_hwaware.measure.protocol import DEFAULT_RUNS, DEFAULT_TRIM, DEFAULT_WARMUP
+from nni_hwaware.measure.remote import device_argument
 from nni_hwaware.spaces.sampling import DEFAULT_BINS, STRATEGIES
 
 EXPORT_FORMATS = ("csv", "parquet")
@@ -111,19 +112,6 @@ def add_device_arguments(parser: Any) -> None:
                              "with URLs for a pool of identical devices")
     parser.add_argument("--token-file", default=None,
                         help="http:// devices: file holding the agent's token (default: $NNI_HWAWARE_TOKEN)")
-
-
-def device_argument(devices: list[str] | None) -> str | list[str] | None:
-    """The parsed ``--device`` values as :func:`~nni_hwaware.measure.runner.make_measurer` takes them; a bad
-    URL is a one-line error here, before anything is opened."""
-    if not devices:
-        return None
-    from nni_hwaware.measure.remote import is_device_url, parse_device_url
-
-    for device in devices:
-        if is_device_url(device):
-            parse_device_url(device)
-    return devices[0] if len(devices) == 1 else list(devices)
 
 
 # -------------------------------------------------------------------------------------------- measure

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nni_hwaware.cli.measure import add_device_arguments, device_argument
+from nni_hwaware.cli.measure import add_device_arguments
+from nni_hwaware.measure.remote import device_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nni_hwaware.errors import HwAwareError
 from nni_hwaware.hardware import HardwareEstimate, HardwarePredictor, PredictorTarget, register_predictor
 from nni_hwaware.jetson.predictor import JetsonNanoPredictor
 from nni_hwaware.spaces.schema import Architecture, SearchSpace
@@ -20,6 +19,11 @@ from nni_hwaware.spaces.schema import Architecture, SearchSpace
 #: How the public dataset's numbers were measured (see ../shared/data/jetson_nano/README.md).
 DATASET_PROTOCOL = ("TensorRT, batch 1: mean of timed host-side inference calls including host-device copies; "
                     "energy: tegrastats GPU rail (POM_5V_GPU) over the timed window per inference")
+#: The device the public dataset was measured on, in fingerprint fields: the board as its
+#: ``/proc/device-tree/model`` names it, TensorRT, and the dataset's protocol. The dataset's README states
+#: neither the precision, the JetPack release nor the power mode, so they are not stated (not checked).
+DATASET_FINGERPRINT = {"board": "NVIDIA Jetson Nano Developer Kit", "backend": "tensorrt",
+                       "protocol": "jetson_dataset"}
 #: What the details of an estimate keep from the full prediction.
 DETAIL_KEYS = ("ood_score", "ood_threshold", "is_cnn", "certain", "macs", "params", "input_shape", "layers",
                "compute_layers", "op_counts", "kernel_mac_share", "unknown_ops", "warnings", "method",
@@ -62,14 +66,15 @@ class JetsonNanoHardwarePredictor(HardwarePredictor):
     @property
     def target(self) -> PredictorTarget:
         return PredictorTarget(device=str(self.model.meta.get("device", "NVIDIA Jetson Nano")),
-                               protocol=DATASET_PROTOCOL, metrics=("latency_ms", "energy_mj"))
+                               protocol=DATASET_PROTOCOL, metrics=("latency_ms", "energy_mj"),
+                               fingerprint=dict(DATASET_FINGERPRINT))
 
-    def check_measurer(self, measurer: Any) -> None:
-        """Only TensorRT on the board measures what this predictor predicts."""
-        if measurer.backend.name != "tensorrt":
-            raise HwAwareError("the Jetson Nano predictor's numbers are TensorRT measurements on a Jetson Nano; "
-                               f"measure with the tensorrt backend on the board, not {measurer.backend.name}, or "
-                               "use an ESM predictor of this machine")
+    def _mismatch_text(self) -> str:
+        return "predicts TensorRT measurements on a Jetson Nano with the dataset's protocol; the measuring device differs"
+
+    def _mismatch_advice(self) -> str:
+        return ("measure with the tensorrt backend on the board (--device ssh://USER@JETSON --backend tensorrt), "
+                "or use an ESM predictor of this machine")
 
     def _result(self, arch: Architecture) -> dict[str, Any]:
         space = self.space

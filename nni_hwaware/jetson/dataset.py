@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.spaces.counting import convnet_macs_params
 
 # Stage folders of the published dataset, with a short family label used for held-out splits.
 STAGES: dict[str, str] = {
@@ -155,29 +156,6 @@ def parse_model_name(name: str) -> tuple[dict[str, Any], int]:
     arch = {"global": {"layer_type": layer_type, "filters": filters},
             "units": [{"depth": depth, "blocks": blocks}]}
     return arch, width
-
-
-def convnet_macs_params(arch: dict[str, Any], input_size: int, in_channels: int = IN_CHANNELS,
-                        num_classes: int = NUM_CLASSES) -> tuple[int, int]:
-    """torchinfo-style MACs (bias = one MAC per output element) and parameter count of a convnet architecture."""
-    filters = int(arch["global"]["filters"])
-    dws = arch["global"]["layer_type"] == "dws"
-    macs = params = 0
-    ch, w = in_channels, input_size
-    for block in arch["units"][0]["blocks"]:
-        k, pad = int(block["kernel_size"]), int(block["padding"])
-        w = w - k + 2 * pad + 1
-        if dws:
-            p_dw, p_pw = ch * k * k + ch, ch * filters + filters
-            macs += (p_dw + p_pw) * w * w
-            params += p_dw + p_pw
-        else:
-            p = ch * filters * k * k + filters
-            macs += p * w * w
-            params += p
-        ch = filters
-    p_fc = ch * w * w * num_classes + num_classes
-    return macs + p_fc, params + p_fc
 
 
 def _number(row: dict[str, str], column: str) -> float | None:
@@ -315,7 +293,7 @@ def _average_repeats(models: list[DatasetModel], report: DatasetReport) -> None:
         model.energy_mj = sum(model.energies) / len(model.energies)
         if len(model.latencies) > 1:
             spreads.append((max(model.latencies) - min(model.latencies)) / model.latency_ms * 100)
-        macs, params = convnet_macs_params(model.arch, model.input_size)
+        macs, params = convnet_macs_params(model.arch, model.input_size, IN_CHANNELS, NUM_CLASSES)
         report.macs_match += macs == model.csv_macs
         report.params_match += params == model.csv_params
     report.models = len(models)

@@ -52,6 +52,6 @@ def fingerprint_difference(expected: Mapping[str, Any], actual: Mapping[str, Any
             continue
         have = actual.get(key)
         if have != want:
-            differences.append(f"{key} is {have!r}, expected {want!r}" if key in actual
+            differences.append(f"{key} is {have!r}, expected {want!r}" if have is not None
                                else f"{key} is unknown, expected {want!r}")
     return "; ".join(differences) or None

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_trial(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     """Measure batch ``batch`` and return the result dict reported to NNI."""
-    from nni_hwaware.cli.measure import device_argument
     from nni_hwaware.measure.protocol import Protocol
+    from nni_hwaware.measure.remote import device_argument
     from nni_hwaware.measure.runner import make_measurer, measure_architectures_unstored
     from nni_hwaware.spaces import load_space, sample_architectures
     from nni_hwaware.store import space_fingerprint, space_text, text_hash

@@ -6,7 +6,7 @@ device's runtime), and this module speaks its JSON protocol (``/work/specs/devic
 * :class:`SshConnection` starts ``ssh [user@]host PYTHON ~/.cache/nni-hwaware/agent-<sha12>.py serve-stdio``
   and exchanges JSON lines over the pipe, copying the agent file over first when the device lacks it;
 * :class:`HttpConnection` talks to ``agent.py serve-http`` with a bearer token;
-* :class:`RemoteMeasurer` is a :class:`~nni_hwaware.measure.runner.Measurer` whose models are uploaded (once,
+* :class:`RemoteMeasurer` is a :class:`~nni_hwaware.measure.measurer.Measurer` whose models are uploaded (once,
   by hash) and timed on the device; with several URLs it is a pool: every device must have the same comparable
   fingerprint, and :meth:`RemoteMeasurer.measure_many` keeps every device busy.
 
@@ -41,8 +41,8 @@ from typing import Any
 from nni_hwaware.errors import DeviceError, HwAwareError
 from nni_hwaware.measure.backends import ModelToMeasure
 from nni_hwaware.measure.fingerprint import comparable, fingerprint_difference
+from nni_hwaware.measure.measurer import DEFAULT_OUTLIER_CV, Measurer, ModelResult, check_positive
 from nni_hwaware.measure.protocol import Protocol, TimingResult, trimmed_stats
-from nni_hwaware.measure.runner import DEFAULT_OUTLIER_CV, Measurer, ModelResult, check_positive
 from nni_hwaware.store import Measurement, device_key
 
 #: environment variable holding the HTTP agent's token when no ``--token-file`` is given
@@ -823,3 +823,13 @@ def _tail(text: str, limit: int = 300) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return " | ".join(lines[-3:])[-limit:]
 
+
+def device_argument(devices: list[str] | None) -> str | list[str] | None:
+    """The parsed ``--device`` values as :func:`~nni_hwaware.measure.runner.make_measurer` takes them; a bad
+    URL is a one-line error here, before anything is opened."""
+    if not devices:
+        return None
+    for device in devices:
+        if is_device_url(device):
+            parse_device_url(device)
+    return devices[0] if len(devices) == 1 else list(devices)

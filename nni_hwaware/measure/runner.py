@@ -1,167 +1,28 @@
 """Measure models through a backend into the store: one model, a list of architectures, or an ONNX file.
 
-:class:`Measurer` applies the protocol (and the energy window where a meter exists) to one model at a time;
+:class:`Measurer` (:mod:`nni_hwaware.measure.measurer`) applies the protocol (and the energy window where a meter
+exists) to one model at a time; :func:`make_measurer` makes one from names, for this machine or a remote device;
 :func:`measure_architectures` is what the ESM builder calls to get latencies of architectures of a space,
 reusing whatever the store already holds.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.measure.backends import Backend, ModelToMeasure, get_backend, host_description
-from nni_hwaware.measure.energy import EnergyMeter, create_meter
-from nni_hwaware.measure.protocol import Protocol, TimingResult, run_protocol
-from nni_hwaware.store import ONNX_SPACE, Measurement, MeasurementStore, device_key, text_hash
+from nni_hwaware.measure.backends import Backend, ModelToMeasure, get_backend
+from nni_hwaware.measure.energy import create_meter
+from nni_hwaware.measure.measurer import DEFAULT_OUTLIER_CV, Measurer, ModelResult, check_positive
+from nni_hwaware.measure.protocol import Protocol
+from nni_hwaware.measure.remote import RemoteMeasurer, is_device_url
+from nni_hwaware.store import ONNX_SPACE, Measurement, MeasurementStore, text_hash
 
-#: a measurement whose kept runs vary more than this (std / mean) is flagged as an outlier
-DEFAULT_OUTLIER_CV = 0.10
-
-
-@dataclass
-class ModelResult:
-    """Timing (and energy) of one model, before it becomes a stored :class:`Measurement`."""
-
-    timing: TimingResult
-    build_time_s: float
-    energy_mj: float | None = None
-    power_w: float | None = None
-    idle_power_w: float | None = None
-    energy_extra: dict[str, Any] | None = None
-
-
-def check_positive(value: Any, flag: str) -> float:
-    """``value`` as a float if it is a finite number above 0, else a one-line error naming ``flag``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise HwAwareError(f"{flag} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-class Measurer:
-    """Times models on one backend with one protocol, and meters their energy where possible.
-
-    Parameters
-    ----------
-    backend
-        The backend (see :func:`nni_hwaware.measure.backends.get_backend`).
-    protocol
-        Timing protocol.
-    meter
-        Energy meter or ``None`` (energy is then ``None``).
-    energy_seconds
-        Length of the energy window (inferences back to back); at least the meter's minimum.
-    idle_seconds
-        Length of the idle-power window, measured once when the first model is metered.
-    outlier_cv
-        Relative std above which a measurement is flagged as an outlier.
-
-    Examples
-    --------
-    >>> from nni_hwaware.measure.backends import get_backend
-    >>> measurer = Measurer(get_backend("onnxruntime"), Protocol(runs=20, warmup=2))
-    >>> sorted(measurer.device_description)[:3]
-    ['accelerator', 'backend', 'backend_version']
-    """
-
-    #: ONNX opset architectures are exported at for this measurer (``None``: the package's default)
-    onnx_opset: int | None = None
-
-    def __init__(self, backend: Backend, protocol: Protocol | None = None, meter: EnergyMeter | None = None, *,
-                 energy_seconds: float = 2.0, idle_seconds: float = 2.0,
-                 outlier_cv: float = DEFAULT_OUTLIER_CV) -> None:
-        check_positive(energy_seconds, "--energy-seconds")
-        check_positive(idle_seconds, "idle_seconds")
-        check_positive(outlier_cv, "outlier_cv")
-        self.backend = backend
-        self.protocol = protocol or Protocol()
-        self.meter = meter
-        self.energy_seconds = max(energy_seconds, meter.min_window_s if meter else 0.0)
-        self.idle_seconds = max(idle_seconds, meter.min_window_s if meter else 0.0)
-        self.outlier_cv = outlier_cv
-        self.idle_power_w: float | None = None
-        self.device_description = {**host_description(), **local_fingerprint(), **backend.describe(),
-                                   "precision": backend.precision, "protocol": "esm"}
-        self.device_key = device_key(self.device_description)
-
-    def measure_idle(self) -> float:
-        """Idle power in watts over ``idle_seconds`` (nothing running)."""
-        assert self.meter is not None
-        self.meter.start()
-        time.sleep(self.idle_seconds)
-        self.idle_power_w = self.meter.stop().power_w
-        return self.idle_power_w
-
-    def measure(self, model: ModelToMeasure) -> ModelResult:
-        """Open the model, time it with the protocol, meter its energy, close it."""
-        with self.backend.open(model) as session:
-            timing = run_protocol(session.run_once, self.protocol)
-            result = ModelResult(timing=timing, build_time_s=session.build_time_s)
-            if self.meter is not None:
-                if self.idle_power_w is None:
-                    self.measure_idle()
-                chunk = max(1, int(0.05 / max(timing.mean_ms / 1e3, 1e-6)))
-                count = 0
-                self.meter.start()
-                start = time.monotonic()
-                while time.monotonic() - start < self.energy_seconds:
-                    session.run_untimed(chunk)
-                    count += chunk
-                reading = self.meter.stop()
-                idle = self.idle_power_w or 0.0
-                dynamic_mj = reading.energy_mj - idle * 1e3 * reading.duration_s
-                result.energy_mj = dynamic_mj / count
-                result.power_w = reading.power_w
-                result.idle_power_w = idle
-                result.energy_extra = {
-                    "energy_inferences": count, "energy_window_s": reading.duration_s,
-                    "energy_total_per_inference_mj": reading.energy_mj / count,
-                    **({"rails_mj_per_inference": {k: v / count for k, v in reading.rails_mj.items()}}
-                       if reading.rails_mj else {}),
-                }
-        return result
-
-    def to_measurement(self, result: ModelResult, *, space: str, arch_hash: str, arch_json: str, input_size: int,
-                       campaign: str | None = None, extra: dict[str, Any] | None = None) -> Measurement:
-        """Turn a result into a storable :class:`Measurement` recording the protocol and the configuration."""
-        t = result.timing
-        return Measurement(
-            space=space, arch_hash=arch_hash, arch_json=arch_json, device_key=self.device_key,
-            backend=self.backend.name, precision=self.backend.precision, input_size=input_size, batch_size=1,
-            latency_ms=t.mean_ms, latency_std_ms=t.std_ms, latency_median_ms=t.median_ms, latency_min_ms=t.min_ms,
-            ci_half_width_ms=t.ci_half_width_ms if t.ci_half_width_ms != float("inf") else None,
-            runs=t.runs, warmup=self.protocol.warmup, trim=self.protocol.trim, adaptive=self.protocol.adaptive,
-            threads=self.backend.threads, energy_mj=result.energy_mj, power_w=result.power_w,
-            idle_power_w=result.idle_power_w, energy_meter=self.meter.name if self.meter else None,
-            build_time_s=result.build_time_s, outlier=bool(t.cv > self.outlier_cv), campaign=campaign,
-            extra={"protocol": self.protocol.to_dict(), "max_runs": self.protocol.runs, "cv": t.cv,
-                   **(result.energy_extra or {}), **(extra or {})},
-        )
-
-    def close(self) -> None:
-        """Release the meter."""
-        if self.meter is not None:
-            self.meter.close()
-
-
-def local_fingerprint() -> dict[str, Any]:
-    """This machine's comparable fingerprint fields the host description lacks (board, L4T, GPU, CUDA, power
-    mode, clocks), collected the way the device agent collects them on a remote device."""
-    from nni_hwaware.measure.agent import collect_fingerprint
-
-    fingerprint = collect_fingerprint()
-    return {k: fingerprint.get(k) for k in LOCAL_FINGERPRINT_KEYS}
-
-
-#: fields of the agent's fingerprint that a local measurement records besides :func:`host_description`
-LOCAL_FINGERPRINT_KEYS = ("board", "l4t", "gpu", "cuda", "power_mode", "clocks_locked")
-
+__all__ = ["DEFAULT_OUTLIER_CV", "Measurer", "ModelResult", "architecture_model", "check_positive", "make_measurer",
+           "measure_architectures", "measure_architectures_unstored", "measure_onnx_file", "measurer_model"]
 
 def make_measurer(backend: str | Backend = "onnxruntime", *, threads: int = 1,
                   device: str | Sequence[str] | None = None, precision: str = "fp32", protocol: Any = None,
@@ -183,8 +44,6 @@ def make_measurer(backend: str | Backend = "onnxruntime", *, threads: int = 1,
     devices = [device] if isinstance(device, str) or device is None else list(device)
     if not devices:
         devices = [None]
-    from nni_hwaware.measure.remote import RemoteMeasurer, is_device_url
-
     if any(is_device_url(d) for d in devices):
         local = [d for d in devices if not is_device_url(d)]
         if local:

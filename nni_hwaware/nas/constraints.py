@@ -37,6 +37,10 @@ _logger = logging.getLogger(__name__)
 METRICS = ("latency_ms", "energy_mj")
 #: The key under which the tuner sends its :class:`HardwareSettings` with each parameter set.
 HARDWARE_KEY = "_hardware"
+#: How the fallback measures: the predictor's own protocol (default), one by name, or ``both`` (the
+#: predictor's decides, the other is stored beside it); see :mod:`nni_hwaware.nas.fallback`.
+FALLBACK_PROTOCOLS = ("predictor", "esm", "jetson_dataset", "both")
+_URL_SCHEMES = ("ssh://", "http://")
 
 
 def is_number(value: Any) -> bool:
@@ -160,6 +164,20 @@ class HardwareSettings:
     input_size: int | None = None
     trust_nn_meter_pickles: bool = False
     predictor_folder: str | None = None
+    #: Where undecided candidates are measured: a device URL (``ssh://user@jetson``, ``http://host:port``), a
+    #: list of URLs (a pool), or ``cpu`` / ``cuda[:N]`` of the trial's machine.
+    fallback_device: str | list[str] | None = None
+    #: The HTTP agent's token file (else the trials' ``NNI_HWAWARE_TOKEN``).
+    token_file: str | None = None
+    #: One of :data:`FALLBACK_PROTOCOLS`.
+    fallback_protocol: str = "predictor"
+    #: Measure and learn on another device than the predictor's (recorded in every refit's card).
+    allow_device_mismatch: bool = False
+    #: The measurement store the trials measure into and refits learn from (``refits/`` beside it).
+    refit_db: str | None = None
+    #: Backend on the fallback device and its threads.
+    backend: str | None = None
+    threads: int | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -198,11 +216,18 @@ class HardwareSettings:
         folder = values.get("predictor_folder")
         if folder is not None and not isinstance(folder, str):
             raise HwAwareError(f"{name('predictor_folder')} must be a folder path, got {folder!r}")
+        _check_fallback(values, name)
         picked = {k: values[k] for k in cls.field_names() if values.get(k) is not None}
         for key in ("latency_budget_ms", "energy_budget_mj", "margin"):
             if key in picked:
                 picked[key] = float(picked[key])
         return cls(**picked)
+
+    @property
+    def fallback_devices(self) -> list[str]:
+        """``fallback_device`` as a list (empty when unset)."""
+        device = self.fallback_device
+        return [] if device is None else [device] if isinstance(device, str) else list(device)
 
     def budget(self) -> Budget | None:
         """The :class:`Budget`, or ``None`` when no limit is set (a trial run by hand without one)."""
@@ -211,7 +236,96 @@ class HardwareSettings:
         return Budget(self.latency_budget_ms, self.energy_budget_mj, self.margin)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as a dict; the fallback's (:data:`FALLBACK_KEYS`) only where they are set."""
+        defaults = {f.name: f.default for f in fields(self)}
+        return {k: v for k, v in asdict(self).items() if k not in FALLBACK_KEYS or v != defaults[k]}
+
+
+#: The settings of the fallback measurement and the refits (left out of :meth:`HardwareSettings.to_dict` unset).
+FALLBACK_KEYS = ("fallback_device", "token_file", "fallback_protocol", "allow_device_mismatch", "refit_db",
+                 "backend", "threads")
+
+
+#: Marks a string of the settings sent to the trials that :func:`wire_encode` percent-encoded.
+_WIRE_PREFIX = "pct:"
+
+
+def wire_safe_text(text: str) -> str:
+    """``text`` without ``//`` and ``#``, for what a trial reports to NNI (notes naming a device URL).
+
+    NNI's manager hands trial results and parameters back to the tuner inside a JSON string inside a JSON
+    string, and the tuner's side parses it with comment stripping (json_tricks): ``//`` or ``#`` there cut the
+    message and break the tuner's connection (NNI 3.0).
+
+    Examples
+    --------
+    >>> wire_safe_text("device http://127.0.0.1:8000 is down")
+    'device http:/%2F127.0.0.1:8000 is down'
+    """
+    return text.replace("//", "/%2F").replace("#", "%23")
+
+
+def wire_encode(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings with every string holding ``//`` or ``#`` (a device URL) percent-encoded, so that they
+    survive NNI's round trip (see :func:`wire_safe_text`); :func:`wire_decode` restores them.
+
+    Examples
+    --------
+    >>> wire_decode(wire_encode({"fallback_device": ["ssh://a", "ssh://b"], "margin": 0.1}))
+    {'fallback_device': ['ssh://a', 'ssh://b'], 'margin': 0.1}
+    """
+    from urllib.parse import quote
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, str) and ("//" in value or "#" in value or value.startswith(_WIRE_PREFIX)):
+            return _WIRE_PREFIX + quote(value, safe="")
+        return [encode(v) for v in value] if isinstance(value, list) else value
+
+    return {k: encode(v) for k, v in settings.items()}
+
+
+def wire_decode(settings: Any) -> Any:
+    """Settings as :func:`wire_encode` had them (anything else is returned as it is, for the checks)."""
+    from urllib.parse import unquote
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(_WIRE_PREFIX):
+            return unquote(value[len(_WIRE_PREFIX):])
+        return [decode(v) for v in value] if isinstance(value, list) else value
+
+    return {k: decode(v) for k, v in settings.items()} if isinstance(settings, Mapping) else settings
+
+
+def _check_fallback(values: Mapping[str, Any], name: Callable[[str], str]) -> None:
+    """Check the fallback settings of :class:`HardwareSettings` (types and values; nothing connects)."""
+    device = values.get("fallback_device")
+    if device is not None:
+        devices = [device] if isinstance(device, str) else device
+        if not isinstance(devices, list) or not devices or not all(isinstance(d, str) and d.strip() for d in devices):
+            raise HwAwareError(f"{name('fallback_device')} must be a device URL (ssh://user@host, "
+                               f"http://host:port) or a list of them, got {device!r}")
+        local = [d for d in devices if not d.startswith(_URL_SCHEMES)]
+        if local and (len(devices) > 1 or not (local[0] == "cpu" or local[0].startswith("cuda"))):
+            raise HwAwareError(f"{name('fallback_device')} must be ssh://[user@]host[:port], http://host:port, a "
+                               f"list of such URLs (a pool), or cpu / cuda[:N] of the trial's machine, got {device!r}")
+    for key in ("token_file", "refit_db", "backend"):
+        value = values.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise HwAwareError(f"{name(key)} must be a string, got {value!r}")
+    if values.get("token_file") is not None and not any(
+            d.startswith("http://") for d in ([device] if isinstance(device, str) else device or [])):
+        raise HwAwareError(f"{name('token_file')} is the token of an http:// device agent; set "
+                           f"{name('fallback_device')} to http://HOST:PORT or remove it")
+    protocol = values.get("fallback_protocol")
+    if protocol is not None and protocol not in FALLBACK_PROTOCOLS:
+        raise HwAwareError(f"{name('fallback_protocol')} must be one of {', '.join(FALLBACK_PROTOCOLS)}, got "
+                           f"{protocol!r}")
+    allow = values.get("allow_device_mismatch")
+    if allow is not None and not isinstance(allow, bool):
+        raise HwAwareError(f"{name('allow_device_mismatch')} must be true or false, got {allow!r}")
+    threads = values.get("threads")
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise HwAwareError(f"{name('threads')} must be a whole number of at least 1, got {threads!r}")
 
 
 def _define_hardware_filter() -> type:

@@ -115,6 +115,9 @@ def check_trial_command(config: Mapping[str, Any], settings: HardwareSettings | 
     given = hardware_options_given(args)
     if given:
         raise HwAwareError(state_once_message(given))
+    if settings is not None and settings.backend and args.fallback not in ("none", settings.backend):
+        raise HwAwareError(f"trialCommand gives --fallback {args.fallback} and classArgs backend is "
+                           f"{settings.backend}: state the backend once, in the tuner's classArgs (backend)")
     if args.params is not None:
         raise HwAwareError("trialCommand gives --params; under nnictl the tuner sends each trial its parameters")
     if args.nn_meter and settings is not None and not settings.trust_nn_meter_pickles:
@@ -165,6 +168,23 @@ def _check_search_space(config: Mapping[str, Any], config_dir: Path, space: Any)
                            f"searchSpaceFile and {fix}")
 
 
+def _check_fallback_files(settings: HardwareSettings, source: str, predictor: Any) -> None:
+    """Refuse a ``token_file`` that is missing or empty, found as the tuner will find it (relative paths
+    against the folder a relative predictor path was found in, like ``refit_db``)."""
+    from nni_hwaware.nas.hardware import sibling_path
+
+    if settings.token_file is None:
+        return
+    path = sibling_path(source, predictor.folder, settings.token_file).resolve()
+    try:
+        empty = not path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        raise HwAwareError(f"classArgs token_file {path} cannot be read; write the HTTP agent's token there "
+                           "(give an absolute path or ~/...)") from None
+    if empty:
+        raise HwAwareError(f"classArgs token_file {path} is empty; write the HTTP agent's token there")
+
+
 def _feasibility(predictor: Any, budget: Any, samples: int, seed: int) -> float:
     """Share of ``samples`` random architectures within the budget; refuses a budget none of them meets."""
     from nni_hwaware.spaces import sample_architectures
@@ -195,7 +215,7 @@ def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, s
     of ``samples`` random architectures meets the budget.
     """
     from nni_hwaware.nas.hardware import as_hardware_predictor
-    from nni_hwaware.nas.tuner import check_class_args
+    from nni_hwaware.nas.tuner import check_can_refit, check_class_args
 
     _check_samples(samples)
     tuner, class_args = _tuner_section(config)
@@ -209,9 +229,9 @@ def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, s
                                       trust_pickles=settings.trust_nn_meter_pickles)
     budget = settings.budget()
     budget.check_predictor(predictor)
-    if class_args.get("refit_every") and not predictor.refittable:
-        raise HwAwareError(f"classArgs refit_every refits an ESM predictor from measurements; {settings.predictor} "
-                           f"is a {getattr(predictor, 'kind', '?')} predictor: remove refit_every and refit_db")
+    if class_args.get("refit_every"):
+        check_can_refit(predictor, settings, "classArgs")
+    _check_fallback_files(settings, source, predictor)
     _check_search_space(config, config_dir, predictor.space)
     return {"space": predictor.space.name, "input_size": predictor.input_size,
             "predictor": predictor.describe(), "budget": budget.to_dict(),

@@ -4,11 +4,18 @@ Reads the architecture NNI's tuner chose (``nni.get_next_parameter()``, nested-c
 :func:`~nni_hwaware.spaces.nni_space.hpo_search_space`) together with the tuner's hardware settings (space,
 predictor folder, input size and budget, sent under ``"_hardware"``: stated once, in the tuner's
 ``classArgs``), estimates its latency/energy with that predictor (measuring on the target when ``--fallback``
-is set and the surrogate cannot decide), estimates accuracy offline (:mod:`nni_hwaware.nas.accuracy`) and
-reports::
+is set or the tuner names a ``fallback_device``, and the surrogate cannot decide), estimates accuracy offline
+(:mod:`nni_hwaware.nas.accuracy`) and reports::
 
     nni.report_final_result({"default": accuracy, "latency_ms": ..., "energy_mj": ...,
-                             "latency_source": "surrogate" | "measured", "within_budget": ..., ...})
+                             "latency_source": "surrogate" | "measured", "within_budget": ...,
+                             "fallback_error": None | "...", "notes": [...], "refit": None | FOLDER, ...})
+
+Before predicting, the trial takes the newest refit of its predictor learnt from its measurement store
+(``refits/latest.json`` beside the store, written by the tuner or a fallback; see
+:mod:`nni_hwaware.nas.fallback`). When the device cannot be reached or its agent dies, the trial does not fail:
+it reports the surrogate's numbers (source ``"surrogate"``) with the failure in ``fallback_error`` and
+``notes``.
 
 so NNI's web UI shows the hardware numbers and where they came from for every trial. With ``--nn-meter DIR`` the
 trial also reports ``nn_meter_latency_ms`` (and ``nn_meter_within_budget``), nn-Meter's prediction beside ours.
@@ -32,13 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas.constraints import HARDWARE_KEY, HardwareSettings
+from nni_hwaware.nas.constraints import HARDWARE_KEY, HardwareSettings, wire_decode, wire_safe_text
 
 #: Trial options that state hardware settings (outside nnictl only), by settings key.
 HARDWARE_OPTIONS = {"space": "--space", "predictor": "--predictor", "input_size": "--input-size",
                     "latency_budget_ms": "--latency-budget-ms", "energy_budget_mj": "--energy-budget-mj",
-                    "margin": "--margin", "trust_nn_meter_pickles": "--trust-pickles"}
+                    "margin": "--margin", "trust_nn_meter_pickles": "--trust-pickles",
+                    "fallback_device": "--device", "token_file": "--token-file",
+                    "fallback_protocol": "--fallback-protocol", "allow_device_mismatch": "--allow-device-mismatch"}
 FALLBACKS = ("none", "onnxruntime", "torch", "tensorrt")
+DEFAULT_DB = "runs/nas-fallback.db"
 PROG = "python -m nni_hwaware.nas.trial"
 
 
@@ -62,14 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     hw.add_argument("--margin", type=float, default=None)
     hw.add_argument("--trust-pickles", dest="trust_nn_meter_pickles", action="store_true", default=None,
                     help="load nn-Meter folders (pickles run code when loaded: only folders you built or trust)")
+    hw.add_argument("--device", dest="fallback_device", action="append", default=None, metavar="URL",
+                    help="measure undecided candidates on this device (ssh://user@host, http://host:port; "
+                         "repeat for a pool)")
+    hw.add_argument("--token-file", default=None, help="the HTTP agent's token (else NNI_HWAWARE_TOKEN)")
+    hw.add_argument("--fallback-protocol", default=None, choices=("predictor", "esm", "jetson_dataset", "both"),
+                    help="measuring protocol (default: the predictor's own)")
+    hw.add_argument("--allow-device-mismatch", action="store_true", default=None,
+                    help="measure on another device than the predictor's (recorded)")
     p.add_argument("--accuracy", default="digits", help="digits | synflow | images:FOLDER")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-train", type=int, default=600)
     p.add_argument("--train-width-mult", type=float, default=0.0625)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fallback", default="none", choices=FALLBACKS, help="measure undecided candidates with it")
-    p.add_argument("--db", default="runs/nas-fallback.db", help="measurement store of the fallback")
-    p.add_argument("--runs", type=int, default=50, help="timed runs of a fallback measurement")
+    p.add_argument("--db", default=None, help=f"measurement store of the fallback (default: the tuner's "
+                   f"refit_db, else {DEFAULT_DB})")
+    p.add_argument("--runs", type=int, default=50, help="timed runs of a fallback measurement (esm protocol)")
+    p.add_argument("--fallback-seconds", type=float, default=60.0,
+                   help="timed window of a fallback measurement with the jetson_dataset protocol")
+    p.add_argument("--energy", default="auto", help="energy meter of the fallback: auto (what the device has), "
+                   "none, tegrastats, nvml, rapl")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--nn-meter", default=None, metavar="DIR",
                    help="also report an nn-Meter predictor's latency (and verdict) beside ours")
@@ -83,6 +106,10 @@ def check_trial_options(args: argparse.Namespace) -> None:
                                ("--seed", args.seed, 0), ("--runs", args.runs, 1), ("--threads", args.threads, 1)):
         if value < low:
             raise HwAwareError(f"{option} must be at least {low}, got {value}")
+    if not (math.isfinite(args.fallback_seconds) and args.fallback_seconds > 0):
+        raise HwAwareError(f"--fallback-seconds must be a positive number, got {args.fallback_seconds}")
+    if args.energy not in ("auto", "none", "tegrastats", "nvml", "rapl"):
+        raise HwAwareError(f"--energy must be auto, none, tegrastats, nvml or rapl, got {args.energy!r}")
     if not (math.isfinite(args.train_width_mult) and 0 < args.train_width_mult <= 1):
         raise HwAwareError(f"--train-width-mult must be in (0, 1], got {args.train_width_mult}")
     if not args.accuracy or not (args.accuracy in ("digits", "synflow") or args.accuracy.startswith("images:")):
@@ -116,15 +143,18 @@ def hardware_settings(args: argparse.Namespace, params: Any) -> tuple[HardwareSe
         if given:
             raise HwAwareError(state_once_message(
                 given, f"the parameters carry the tuner's settings ({HARDWARE_KEY}) and the trial is also given"))
-        settings = HardwareSettings.from_mapping(params[HARDWARE_KEY], lambda key: f"{HARDWARE_KEY}.{key}",
+        settings = HardwareSettings.from_mapping(wire_decode(params[HARDWARE_KEY]),
+                                                 lambda key: f"{HARDWARE_KEY}.{key}",
                                                  what=f"the tuner's settings ({HARDWARE_KEY})")
     else:
         if args.space is None or args.predictor is None:
             raise HwAwareError("no hardware settings: the parameters do not carry the tuner's (its className is "
                                "not nni_hwaware.nas.tuner.HardwareAwareTuner) and --space/--predictor are not "
                                "given; pass them (and a budget) to run a trial by hand")
-        settings = HardwareSettings.from_mapping({key: getattr(args, key) for key in HARDWARE_OPTIONS},
-                                                 lambda key: HARDWARE_OPTIONS.get(key, key),
+        values = {key: getattr(args, key) for key in HARDWARE_OPTIONS}
+        if isinstance(values["fallback_device"], list) and len(values["fallback_device"]) == 1:
+            values["fallback_device"] = values["fallback_device"][0]
+        settings = HardwareSettings.from_mapping(values, lambda key: HARDWARE_OPTIONS.get(key, key),
                                                  what="the trial's options", require_budget=False)
     return settings, {k: v for k, v in params.items() if k != HARDWARE_KEY}
 
@@ -145,6 +175,57 @@ def _predictors(settings: HardwareSettings, nn_meter_dir: str | None) -> tuple[A
     return predictor, nn_meter
 
 
+def _latest(predictor: Any, db: str) -> tuple[Any, Path | None]:
+    """The newest refit of ``predictor`` learnt from the store ``db``, when there is one (else itself)."""
+    from nni_hwaware.nas.fallback import latest_refit
+    from nni_hwaware.nas.hardware import as_hardware_predictor
+
+    folder = latest_refit(db, predictor)
+    if folder is None:
+        return predictor, None
+    try:
+        return as_hardware_predictor(folder, predictor.space, predictor.input_size), folder
+    except HwAwareError:  # a refit that does not load: predict with the base, as before it was written
+        return predictor, None
+
+
+def fallback_backend(args: argparse.Namespace, settings: HardwareSettings, predictor: Any) -> str | None:
+    """The backend undecided candidates are measured with, or ``None`` when the trial does not measure."""
+    from nni_hwaware.nas.tuner import default_backend
+
+    if args.fallback != "none":
+        if settings.backend and settings.backend != args.fallback:
+            raise HwAwareError(f"--fallback {args.fallback} and the tuner's backend {settings.backend} differ; "
+                               "state the backend once, in the tuner's classArgs (backend)")
+        return str(args.fallback)
+    if settings.fallback_device:
+        return settings.backend or default_backend(predictor)
+    return None
+
+
+def measure_or_note(args: argparse.Namespace, settings: HardwareSettings, predictor: Any, db: str, backend: str,
+                    arch: Any, estimate: Any) -> tuple[Any, str | None]:
+    """The estimate measured on the fallback device; when the device cannot be reached, its agent dies or it
+    is not the predictor's, the surrogate's estimate with the failure noted (and returned as the error)."""
+    import dataclasses
+
+    from nni_hwaware.errors import DeviceError
+    from nni_hwaware.nas.fallback import MeasuredFallback
+
+    try:
+        fallback = MeasuredFallback(
+            predictor, db, backend=backend, device=settings.fallback_device, token_file=settings.token_file,
+            runs=args.runs, seconds=args.fallback_seconds, threads=args.threads, energy=args.energy,
+            protocol=settings.fallback_protocol, allow_device_mismatch=settings.allow_device_mismatch)
+        try:
+            return fallback.measure(arch, estimate), None
+        finally:
+            fallback.close()
+    except DeviceError as exc:
+        note = f"fallback measurement failed, the surrogate's numbers are reported: {exc}"
+        return dataclasses.replace(estimate, notes=[*estimate.notes, note]), str(exc)
+
+
 def evaluate(args: argparse.Namespace, params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate one candidate; returns its architecture and the final-result dict."""
     check_trial_options(args)
@@ -156,19 +237,19 @@ def evaluate(args: argparse.Namespace, params: Any) -> tuple[dict[str, Any], dic
 
     torch.set_num_threads(max(1, args.threads))
     predictor, nn_meter = _predictors(settings, args.nn_meter)
+    db = args.db or settings.refit_db or DEFAULT_DB
+    predictor, refit = _latest(predictor, db)
     space = predictor.space
     arch = hpo_params_to_arch(space, arch_params)
     budget = settings.budget()
     if budget is not None:
         budget.check_predictor(predictor)
     estimate = predictor.estimate(arch)
-    if args.fallback != "none":
-        from nni_hwaware.nas.fallback import MeasuredFallback
-
-        fallback = MeasuredFallback(predictor, args.db, backend=args.fallback, runs=args.runs, threads=args.threads)
+    backend, fallback_error = fallback_backend(args, settings, predictor), None
+    if backend is not None:
         verdict = budget.check(estimate) if budget else None
         if verdict is None or not verdict.decided:
-            estimate = fallback.measure(arch, estimate)
+            estimate, fallback_error = measure_or_note(args, settings, predictor, db, backend, arch, estimate)
     verdict = budget.check(estimate) if budget else None
     if verdict is not None and not verdict.ok and verdict.decided:
         # measured, or surely over budget (the tuner may screen with a refitted surrogate): not worth
@@ -197,6 +278,10 @@ def evaluate(args: argparse.Namespace, params: Any) -> tuple[dict[str, Any], dic
         "within_budget": None if verdict is None else verdict.ok,
         "over_budget": [] if verdict is None else verdict.violations,
         "predictor": predictor.kind,
+        "refit": str(refit) if refit else None,
+        # no "//" or "#" (device URLs): NNI's round trip of results to the tuner would break on them
+        "fallback_error": None if fallback_error is None else wire_safe_text(fallback_error),
+        "notes": [wire_safe_text(n) for n in estimate.notes],
         "arch_hash": space.arch_hash(arch),
     }
 

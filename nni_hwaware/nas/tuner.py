@@ -52,13 +52,12 @@ import nni
 from nni.tuner import Tuner
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas.constraints import HARDWARE_KEY, HardwareSettings, is_number
+from nni_hwaware.nas.constraints import HARDWARE_KEY, HardwareSettings, is_number, wire_encode
 
 _logger = logging.getLogger(__name__)
 BUILTIN_TUNERS = ("TPE", "Evolution", "Random", "Anneal")
 #: The tuner's own classArgs besides the :class:`~nni_hwaware.nas.constraints.HardwareSettings` fields.
-TUNER_OPTIONS = ("tuner", "tuner_args", "penalty", "patience", "emit_uncertain", "refit_db", "refit_every",
-                 "backend", "threads")
+TUNER_OPTIONS = ("tuner", "tuner_args", "penalty", "patience", "emit_uncertain", "refit_every")
 CLASS_ARGS = tuple(k for k in HardwareSettings.field_names() if k != "predictor_folder") + TUNER_OPTIONS
 
 
@@ -82,6 +81,29 @@ def make_builtin_tuner(name: str, args: dict[str, Any] | None = None) -> Tuner:
 
         return HyperoptTuner("anneal", **args)
     raise HwAwareError(f"tuner must be one of {', '.join(BUILTIN_TUNERS)}, got {name!r}")
+
+
+def default_backend(predictor: Any) -> str:
+    """The backend the fallback measures with when none is given: the one the predictor's numbers are of
+    (``tensorrt`` for the Jetson Nano predictor), else onnxruntime."""
+    return str(predictor.target.fingerprint.get("backend") or "onnxruntime")
+
+
+def check_can_refit(predictor: Any, settings: HardwareSettings, where: str) -> None:
+    """Refuse ``refit_every`` for a predictor that cannot learn from the measurements the trials make.
+
+    An ESM predictor refits on measurements of this machine (or of ``fallback_device``); any other predictor
+    that states its device is calibrated, which needs measurements of that device: ``fallback_device``.
+    """
+    if predictor.refittable or (predictor.target.fingerprint and settings.fallback_device):
+        return
+    kind = getattr(predictor, "kind", "?")
+    if predictor.target.fingerprint:
+        raise HwAwareError(f"{where} refit_every refits an ESM predictor from measurements of this machine, or "
+                           f"calibrates any other predictor from measurements of its device: set fallback_device "
+                           f"(e.g. ssh://user@jetson) for the {kind} predictor, or remove refit_every and refit_db")
+    raise HwAwareError(f"{where} refit_every refits an ESM predictor from measurements; {settings.predictor} is a "
+                       f"{kind} predictor, which does not learn from them: remove refit_every and refit_db")
 
 
 def _whole(args: Mapping[str, Any], key: str, low: int) -> None:
@@ -115,12 +137,8 @@ def check_class_args(args: Any) -> HardwareSettings:
         raise HwAwareError(f"classArgs penalty must be a finite number, got {penalty!r}")
     _whole(args, "patience", 1)
     _whole(args, "refit_every", 0)
-    _whole(args, "threads", 1)
     if not isinstance(args.get("emit_uncertain", False), bool):
         raise HwAwareError(f"classArgs emit_uncertain must be true or false, got {args['emit_uncertain']!r}")
-    for key in ("refit_db", "backend"):
-        if args.get(key) is not None and not isinstance(args[key], str):
-            raise HwAwareError(f"classArgs {key} must be a string, got {args[key]!r}")
     if args.get("refit_every") and not args.get("refit_db"):
         raise HwAwareError("classArgs refit_every needs refit_db, the measurement store the trials write to")
     return settings
@@ -150,9 +168,16 @@ class HardwareAwareTuner(Tuner):
         Also emit candidates over budget under the point estimate whose interval straddles the limit (or that
         are out of distribution), for trials that measure them (``--fallback``) to decide.
     refit_db, refit_every, backend, threads
-        With an ESM predictor: after every ``refit_every`` trials that report measured latency, refit the
-        surrogate on its build data plus the measurements of this target in ``refit_db`` (the trials'
-        ``--db``), so later candidates are screened by the refitted surrogate.
+        After every ``refit_every`` trials that report measured latency, refit the predictor on the
+        measurements of its device in ``refit_db`` (the store the trials measure into): an ESM predictor on its
+        build data plus them, any other predictor by calibration. Each refit is a new folder
+        (``refits/NNNN`` beside the store; see :mod:`~nni_hwaware.nas.fallback`); later candidates are screened
+        with it, and later trials predict with it.
+    fallback_device, token_file, fallback_protocol, allow_device_mismatch
+        Where the trials measure undecided candidates (a device URL or a list: ``ssh://user@jetson``,
+        ``http://host:port``), the HTTP agent's token file, the protocol (the predictor's own by default; see
+        :data:`~nni_hwaware.nas.constraints.FALLBACK_PROTOCOLS`) and the override for measuring another
+        device than the predictor's. Sent to every trial with the budget.
     trust_nn_meter_pickles
         Allow an nn-Meter predictor folder (its regressors are pickles, which run code when loaded) as the
         ``predictor`` and as the trials' ``--nn-meter`` folder: only for folders you built or trust.
@@ -173,14 +198,18 @@ class HardwareAwareTuner(Tuner):
                  energy_budget_mj: float | None = None, margin: float = 0.0, tuner: str = "TPE",
                  tuner_args: dict[str, Any] | None = None, input_size: int | None = None,
                  penalty: float | None = None, patience: int = 500, emit_uncertain: bool = False,
-                 refit_db: str | None = None, refit_every: int = 0, backend: str = "onnxruntime",
-                 threads: int = 1, trust_nn_meter_pickles: bool = False) -> None:
+                 refit_db: str | None = None, refit_every: int = 0, backend: str | None = None,
+                 threads: int | None = None, trust_nn_meter_pickles: bool = False,
+                 fallback_device: str | list[str] | None = None, token_file: str | None = None,
+                 fallback_protocol: str = "predictor", allow_device_mismatch: bool = False) -> None:
         # cheap checks only: NNI's manager waits at most 10 s for this process to connect
         self.settings = check_class_args(dict(
             space=space, predictor=predictor, latency_budget_ms=latency_budget_ms, energy_budget_mj=energy_budget_mj,
             margin=margin, tuner=tuner, tuner_args=tuner_args, input_size=input_size, penalty=penalty,
             patience=patience, emit_uncertain=emit_uncertain, refit_db=refit_db, refit_every=refit_every,
-            backend=backend, threads=threads, trust_nn_meter_pickles=trust_nn_meter_pickles))
+            backend=backend, threads=threads, trust_nn_meter_pickles=trust_nn_meter_pickles,
+            fallback_device=fallback_device, token_file=token_file, fallback_protocol=fallback_protocol,
+            allow_device_mismatch=allow_device_mismatch))
         self.budget = self.settings.budget()
         self.tuner_name, self.tuner_args = tuner, dict(tuner_args or {})
         mode = self.tuner_args.get("optimize_mode", "maximize" if tuner == "Evolution" else "minimize")
@@ -188,7 +217,6 @@ class HardwareAwareTuner(Tuner):
         self.patience = patience
         self.emit_uncertain = emit_uncertain
         self.refit_every = refit_every
-        self._refit_args = {"db": refit_db, "backend": backend, "threads": threads}
         self._inner_ids = count(10**9)
         self._inner_of: dict[int, tuple[int, dict[str, Any]]] = {}
         self.rejected = 0
@@ -215,13 +243,17 @@ class HardwareAwareTuner(Tuner):
             predictor = as_hardware_predictor(s.predictor, s.space, s.input_size,
                                               trust_pickles=s.trust_nn_meter_pickles)
             self.budget.check_predictor(predictor)
+            db = sibling_path(s.predictor, predictor.folder, s.refit_db) if s.refit_db else None
             refitter = None
             if self.refit_every:
                 from nni_hwaware.nas.fallback import MeasuredFallback
 
-                db = sibling_path(s.predictor, predictor.folder, self._refit_args["db"])
-                refitter = MeasuredFallback(predictor, db, backend=self._refit_args["backend"],
-                                            threads=self._refit_args["threads"], refit_every=0)
+                check_can_refit(predictor, s, "classArgs")
+                # reads the store only: the trials measure; the tuner never connects to the device
+                refitter = MeasuredFallback(predictor, db, backend=s.backend or default_backend(predictor),
+                                            device=s.fallback_device, threads=s.threads or 1,
+                                            protocol=s.fallback_protocol,
+                                            allow_device_mismatch=s.allow_device_mismatch, connect=False)
             try:
                 inner = make_builtin_tuner(self.tuner_name, self.tuner_args)
             except (TypeError, ValueError) as exc:  # an argument the inner tuner does not take
@@ -230,8 +262,12 @@ class HardwareAwareTuner(Tuner):
             # what the trials receive: the folder and input size this tuner actually screens with
             hardware = dict(s.to_dict(), predictor_folder=str(Path(predictor.folder).resolve()),
                             input_size=predictor.input_size)
+            if db is not None:  # the trials' store and where they find the refits: the file the tuner reads
+                hardware["refit_db"] = str(db.resolve())
+            if s.token_file:
+                hardware["token_file"] = str(sibling_path(s.predictor, predictor.folder, s.token_file).resolve())
             self._loaded = {"predictor": predictor, "inner": inner, "refitter": refitter,
-                            "to_arch": hpo_params_to_arch, "hardware": hardware}
+                            "to_arch": hpo_params_to_arch, "hardware": wire_encode(hardware)}
         except Exception as exc:  # noqa: BLE001 - kept for ready(), which the first call NNI makes reaches
             self._load_error = exc
 
@@ -272,7 +308,8 @@ class HardwareAwareTuner(Tuner):
 
     @property
     def hardware(self) -> dict[str, Any]:
-        """The settings sent to every trial under :data:`~nni_hwaware.nas.constraints.HARDWARE_KEY`."""
+        """The settings sent to every trial under :data:`~nni_hwaware.nas.constraints.HARDWARE_KEY` (device
+        URLs percent-encoded: :func:`~nni_hwaware.nas.constraints.wire_encode`)."""
         return dict(self.ready()._loaded["hardware"])
 
     # --- NNI's tuner interface ----------------------------------------------------------------------------
@@ -331,11 +368,15 @@ class HardwareAwareTuner(Tuner):
             if self._measured_results % self.refit_every == 0:
                 try:
                     record = refitter.refit()
-                except HwAwareError as exc:
-                    self._end_search(exc)
+                except HwAwareError as exc:  # the search goes on with the surrogate it has
+                    _logger.error("nni-hwaware: refit failed: %s; screening goes on with the current surrogate",
+                                  exc)
                     return
-                _logger.info("nni-hwaware: refitted the surrogate with %d measurement(s): held-out accuracy "
-                             "%.4f -> %.4f", record["added"], record["accuracy_before"], record["accuracy"])
+                self._loaded["predictor"] = refitter.predictor  # a calibration is a new predictor object
+                _logger.info("nni-hwaware: refitted the surrogate with %d measurement(s) into %s: %s",
+                             record["added"], record["folder"],
+                             {k: record.get(k) for k in ("accuracy_before", "accuracy", "before", "after")
+                              if k in record})
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         inner_id, _ = self._inner_of.pop(parameter_id, (None, None))

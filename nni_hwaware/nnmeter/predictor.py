@@ -221,7 +221,7 @@ class NnMeterEstimator(HardwarePredictor):
         return PredictorTarget(device=str(device), protocol="nn-Meter: sum of per-kernel regressors "
                                "(kernels profiled alone, fusion rules detected on the device)")
 
-    def check_measurer(self, measurer: Any) -> None:
+    def check_measurer(self, measurer: Any, *, allow_device_mismatch: bool = False) -> str | None:
         """nn-Meter's files do not record the device precisely enough to learn from measurements."""
         raise HwAwareError("the nn-Meter baseline does not take measurements; measure against an ESM predictor "
                            "built on the device")
