@@ -173,11 +173,13 @@ def test_fallback_measures_over_real_ssh(jetson, tmp_path):
         assert store.count() == 1
 
 
-def _config(tmp_path: Path, agent, db: Path, budget: float) -> Path:
-    """experiments/jetson_remote.yml pointed at the HTTP agent here, 3 trials."""
+def _config(tmp_path: Path, device: dict, db: Path, budget: float) -> Path:
+    """experiments/jetson_remote.yml pointed at an agent here (``device``: ``fallback_device`` and, over HTTP,
+    ``token_file``), 3 trials."""
     config = yaml.safe_load((REPO / "experiments" / "jetson_remote.yml").read_text())
     args = config["tuner"]["classArgs"]
-    args.update(fallback_device=agent.url, token_file=str(agent.token_file), allow_device_mismatch=True,
+    args.pop("token_file", None)
+    args.update(**device, allow_device_mismatch=True,
                 backend="onnxruntime", refit_db=str(db), input_size=SIZE, latency_budget_ms=budget, margin=0.0,
                 tuner="Random", tuner_args={"seed": 1}, refit_every=1,
                 emit_uncertain=False)  # within budget under the estimate: small networks, quick to measure
@@ -202,7 +204,23 @@ def test_jetson_remote_config_passes_preflight():
 
 
 @pytest.mark.slow
-def test_nnictl_experiment_measures_through_the_http_agent(jetson, agent, tmp_path):
+@pytest.mark.parametrize("transport", ["http", "ssh"])
+def test_nnictl_experiment_measures_through_the_agent(jetson, agent, tmp_path, transport):
+    """experiments/jetson_remote.yml as nnictl runs it, its fallback on the agent over HTTP, or over real SSH
+    (each measuring trial starts ``ssh ... agent serve-stdio``, as with a board)."""
+    if transport == "ssh":
+        if sshd_unavailable():
+            pytest.skip(sshd_unavailable())
+        sshd = start_sshd(tmp_path / "sshd")
+        try:
+            _nnictl_experiment(jetson, tmp_path, {"fallback_device": sshd.url()})
+        finally:
+            sshd.stop()
+    else:
+        _nnictl_experiment(jetson, tmp_path, {"fallback_device": agent.url, "token_file": str(agent.token_file)})
+
+
+def _nnictl_experiment(jetson, tmp_path: Path, device: dict) -> None:
     from nni_hwaware.nas.experiment import free_port
 
     estimates = jetson.estimate_many(sample_architectures(jetson.space, 40, seed=2))
@@ -212,7 +230,7 @@ def test_nnictl_experiment_measures_through_the_http_agent(jetson, agent, tmp_pa
     home.mkdir()
     env = dict(os.environ, HOME=str(home), PYTHONWARNINGS="ignore")
     run = subprocess.run([sys.executable, "-m", "nni_hwaware.cli", "nas", "run", "--config",
-                          str(_config(tmp_path, agent, db, budget)), "--out", str(tmp_path / "run"), "--port",
+                          str(_config(tmp_path, device, db, budget)), "--out", str(tmp_path / "run"), "--port",
                           str(free_port()), "--json", "--stop", "--timeout", "600"], cwd=REPO,
                          capture_output=True, text=True, env=env, timeout=900)
     assert run.stdout.strip(), run.stderr[-3000:]
@@ -273,3 +291,35 @@ def test_trial_command_states_the_device_once(tmp_path):
     config["tuner"]["classArgs"].update(fallback_device="http://127.0.0.1:9", token_file=str(tmp_path / "none"))
     with pytest.raises(HwAwareError, match="token_file .* cannot be read"):
         preflight(config, REPO / "experiments", samples=10)
+
+
+def test_an_esm_refit_is_a_new_folder_that_loads_and_holds_the_new_measurements(esm_gb_predictor, tmp_path):
+    """The ESM side of the loop: a fallback measurement here, then ``refit`` writes ``refits/0001`` (kind esm,
+    build data plus the measurement), leaves the original folder as it was, and loads as a predictor."""
+    base = load_predictor(esm_gb_predictor, "mobilenetv3", 8)
+    before = {p.name: p.read_bytes() for p in Path(esm_gb_predictor).iterdir() if p.is_file()}
+    data_before = (Path(esm_gb_predictor) / "data.jsonl").read_text().splitlines()
+    db = tmp_path / "store" / "m.db"
+    # the fixture's latencies are synthetic, so it names no device: nothing to check the measurer against
+    fallback = MeasuredFallback(base, db, backend="onnxruntime", runs=5, energy="none", check_device=False)
+    try:
+        arch = sample_architectures(base.space, 1, seed=123)[0]
+        measured = fallback.measure(arch, base.estimate(arch))
+        assert measured.source == "measured"
+        record = fallback.refit()
+    finally:
+        fallback.close()
+    folder = Path(record["folder"])
+    assert folder == refits_dir(db) / "0001" and latest_refit(db, base) == folder
+    assert json.loads((folder / "predictor.json").read_text())["kind"] == "esm"
+    data_after = (folder / "data.jsonl").read_text().splitlines()
+    assert len(data_after) == len(data_before) + 1
+    assert before == {p.name: p.read_bytes() for p in Path(esm_gb_predictor).iterdir() if p.is_file()}
+    refitted = load_predictor(folder, "mobilenetv3", 8)
+    assert refitted.kind == "esm" and refitted.estimate(arch).latency_ms > 0
+    # and the refitted folder's own refit reads the measurement as training data
+    from nni_hwaware.esm import read_build_data
+
+    train_before = read_build_data(esm_gb_predictor, base.space)["train"][0]
+    train_after = read_build_data(folder, base.space)["train"][0]
+    assert len(train_after) == len(train_before) + 1

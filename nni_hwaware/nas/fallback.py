@@ -359,7 +359,7 @@ class MeasuredFallback:
         tmp = staging_dir(out)
         try:
             model.save(tmp)
-            shutil.copyfile(base_folder / "data.jsonl", tmp / "data.jsonl")
+            _extend_build_data(base_folder / "data.jsonl", tmp / "data.jsonl", self.base.space, archs, latency)
             (tmp / "refit.json").write_text(json.dumps({**card, **record}, indent=1, default=str))
             (tmp / "MODEL_CARD.md").write_text(refit_card(base_folder, {**card, **record}))
         except BaseException:
@@ -384,6 +384,21 @@ class MeasuredFallback:
         self.predictor = calibrated
         return {"added": len(archs), "kind": calibrated.kind, "train_size": len(archs),
                 "allow_device_mismatch": self.allow_device_mismatch, "before": before, "after": after}
+
+
+def _extend_build_data(source: Path, target: Path, space: Any, archs: Sequence[Any], latency: Any) -> None:
+    """The base's ``data.jsonl`` plus the new measurements as training rows (architectures it already holds are
+    not added again), so the refitted folder has everything its own refit needs."""
+    lines = source.read_text().splitlines()
+    known = {space.arch_hash(json.loads(line)["arch"]) for line in lines if line.strip()}
+    with target.open("w") as fh:
+        fh.writelines(line + "\n" for line in lines if line.strip())
+        for arch, y in zip(archs, latency):
+            arch = space.validate(arch)
+            if space.arch_hash(arch) not in known:
+                known.add(space.arch_hash(arch))
+                fh.write(json.dumps({"split": "train", "arch": arch, "latency_ms": float(y),
+                                     "total_blocks": space.total_depth(arch), "source": "fallback"}) + "\n")
 
 
 def _figures(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
