@@ -22,3 +22,16 @@ class ParameterError(HwAwareError, ValueError):
 
 class DeviceError(HwAwareError):
     """A measuring device that cannot be reached, stopped answering, refused us, or is not the one expected."""
+
+
+class HwAwareWarning(UserWarning):
+    """A warning of ours (a deprecation, a doubtful setting); shown even where third-party warnings are not."""
+
+
+def silence_third_party_warnings() -> None:
+    """Ignore the warnings other packages raise on import and use (NNI, nn-Meter and torch warn about versions
+    and ``pkg_resources``; users cannot act on them), but keep showing ours (:class:`HwAwareWarning`)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", category=HwAwareWarning)

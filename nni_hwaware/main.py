@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, silence_third_party_warnings
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yml"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the quickstart experiment and print its report."""
-    warnings.filterwarnings("ignore")
+    silence_third_party_warnings()
     parser = argparse.ArgumentParser(prog="./run.sh main", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=QUICKSTART, help="experiment YAML (default: the quickstart)")
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")

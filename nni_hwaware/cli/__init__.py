@@ -10,9 +10,8 @@ import argparse
 import importlib
 import os
 import sys
-import warnings
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, silence_third_party_warnings
 
 # Sub-command modules, in the order of the data flow; each registers its own parsers.
 _COMMAND_MODULES = (
@@ -45,10 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a stage that is not built yet
-                continue
-            raise
+        except ImportError as exc:  # a broken install must not just drop the command from --help
+            raise HwAwareError(f"the command module {name} cannot be imported ({exc}); the installation is "
+                               "incomplete: reinstall nni-hwaware (./run.sh test or pip install -e .)") from None
         module.register(subparsers)
     return parser
 
@@ -61,10 +59,13 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nni-hwaware`` console script."""
-    # NNI and nn-Meter warn loudly on import about the torch version and pkg_resources; users can't act on it.
     if not os.environ.get("NNI_HWAWARE_SHOW_WARNINGS"):
-        warnings.filterwarnings("ignore")
-    parser = build_parser()
+        silence_third_party_warnings()
+    try:
+        parser = build_parser()
+    except HwAwareError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

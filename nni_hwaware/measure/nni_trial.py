@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +88,9 @@ def run_trial(args: argparse.Namespace, batch: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the trial."""
-    warnings.filterwarnings("ignore")
+    from nni_hwaware.errors import silence_third_party_warnings
+
+    silence_third_party_warnings()
     args = build_parser().parse_args(argv)
     import nni
 
