@@ -433,3 +433,26 @@ def test_jetson_dataset_protocol_on_a_remote_device(http_agents, tmp_path, tiny)
     for m in measurements:  # back-to-back calls for 0.3 s: many runs, none dropped, the plain mean
         assert m.runs > 10 and m.trim == 0.0 and m.extra["protocol"]["name"] == "jetson_dataset"
         assert m.latency_ms > 0
+
+
+def test_remote_energy_from_the_devices_tegrastats(http_agents, tmp_path, tiny):
+    """A device with a meter (here a fake ``tegrastats`` replaying a real Jetson Nano log on the agent's PATH):
+    ``--energy auto`` over HTTP stores the dataset protocol's GPU-rail energy per inference with its meter."""
+    logs = sorted((REPO_ROOT.parent / "shared" / "data" / "jetson_nano" / "tegrastats_samples").glob("stats_*.txt"))
+    if not logs:
+        pytest.skip("the Jetson Nano tegrastats samples are not beside the repository")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tegrastats").symlink_to(Path(__file__).resolve().parent / "fake_tegrastats.py")
+    agent = http_agents(env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                             "FAKE_TEGRASTATS_LOG": str(logs[0])})
+    db = tmp_path / "m.db"
+    result = run("measure", *sample_args(tiny, 1), "--protocol", "jetson_dataset", "--protocol-seconds", "0.5",
+                 "--warmup", "2", "--energy", "auto", "--qc-every", "0", "--db", str(db), "--json", "--quiet",
+                 "--device", agent.url, "--token-file", str(agent.token_file))
+    assert result.returncode == 0, result.stderr[-2000:]
+    with MeasurementStore(db, readonly=True) as store:
+        [(_, m)] = store.measurements()
+    assert m.energy_meter == "tegrastats" and m.energy_mj is not None and m.energy_mj > 0
+    # the GPU rail of the replayed log (2.2-3 W on these models) over the inferences of the window
+    assert 0.5 < m.power_w < 20
