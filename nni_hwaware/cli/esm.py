@@ -14,6 +14,7 @@ from nni_hwaware.cli.measure import add_device_arguments
 from nni_hwaware.encode import ENCODINGS
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import EVAL_STRATEGIES, ESMConfig, ESMResult
+from nni_hwaware.measure.protocol import DEFAULT_RUNS
 from nni_hwaware.measure.remote import device_argument
 
 
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=int, default=500, help="budget cap on training measurements")
     p.add_argument("--test-size", type=int, default=100, help="held-out measured architectures")
     p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--runs", type=int, default=150, help="timed runs per model (ESM protocol: 150)")
+    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per model (ESM protocol: {DEFAULT_RUNS})")
     p.add_argument("--threads", type=int, default=1, help="backend threads (fixed and recorded)")
     add_device_arguments(p)
     p.add_argument("--qc-every", type=int, default=50, help="reference-model check every K models (0: off)")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure.protocol import DEFAULT_RUNS
 
 RESULT_FILE = "measurements.json"
 RESULT_FORMAT = "nni-hwaware-measurements/1"
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", default=None, help="http:// devices: the agent's token (or NNI_HWAWARE_TOKEN)")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=150)
+    p.add_argument("--runs", type=int, default=DEFAULT_RUNS)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--energy", default="auto")
     return p

@@ -40,6 +40,8 @@ HARDWARE_KEY = "_hardware"
 #: How the fallback measures: the predictor's own protocol (default), one by name, or ``both`` (the
 #: predictor's decides, the other is stored beside it); see :mod:`nni_hwaware.nas.fallback`.
 FALLBACK_PROTOCOLS = ("predictor", "esm", "jetson_dataset", "both")
+#: Timed runs of a fallback measurement: fewer than a campaign's 150, since a trial waits for it.
+FALLBACK_RUNS = 50
 _URL_SCHEMES = ("ssh://", "http://")
 
 

@@ -41,23 +41,23 @@ from typing import Any
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.hardware import measurer_fingerprint
-from nni_hwaware.nas.constraints import FALLBACK_PROTOCOLS, Budget, Verdict
+from nni_hwaware.nas.constraints import FALLBACK_PROTOCOLS, FALLBACK_RUNS, Budget, Verdict
 from nni_hwaware.nas.hardware import HardwareEstimate, HardwarePredictor
-
-__all__ = ["CAMPAIGN", "FALLBACK_PROTOCOLS", "MeasuredFallback", "can_learn", "latest_refit", "refits_dir"]
 from nni_hwaware.spaces.schema import Architecture
+
+__all__ = ["CAMPAIGN", "FALLBACK_PROTOCOLS", "FALLBACK_RUNS", "MeasuredFallback", "can_learn", "latest_refit",
+           "refits_dir"]
 
 PROTOCOL_NAMES = ("esm", "jetson_dataset")
 CAMPAIGN = "nas-fallback"
 LATEST = "latest.json"
-
 
 def refits_dir(db: str | Path) -> Path:
     """Where the refits learnt from a store's measurements are written: ``<store's folder>/refits``."""
     return Path(db).expanduser().resolve().parent / "refits"
 
 
-def make_protocol(name: str, *, runs: int = 50, seconds: float = 60.0) -> Any:
+def make_protocol(name: str, *, runs: int = FALLBACK_RUNS, seconds: float = 60.0) -> Any:
     """The measuring protocol of a name: the ESM protocol with ``runs`` timed runs, or the Jetson dataset's
     protocol with a window of ``seconds``."""
     from nni_hwaware.measure.protocol import Protocol
@@ -146,7 +146,7 @@ class MeasuredFallback:
     """
 
     def __init__(self, predictor: HardwarePredictor, db: str | Path, *, backend: str = "onnxruntime",
-                 device: str | Sequence[str] | None = None, token_file: str | None = None, runs: int = 50,
+                 device: str | Sequence[str] | None = None, token_file: str | None = None, runs: int = FALLBACK_RUNS,
                  seconds: float = 60.0, threads: int = 1, precision: str = "fp32", energy: str = "auto",
                  protocol: str = "predictor", check_device: bool = True, allow_device_mismatch: bool = False,
                  refit_every: int = 0, connect: bool = True) -> None:

@@ -39,7 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.nas.constraints import HARDWARE_KEY, HardwareSettings, wire_decode, wire_safe_text
+from nni_hwaware.nas.constraints import (
+    FALLBACK_RUNS,
+    HARDWARE_KEY,
+    HardwareSettings,
+    wire_decode,
+    wire_safe_text,
+)
 
 #: Trial options that state hardware settings (outside nnictl only), by settings key.
 HARDWARE_OPTIONS = {"space": "--space", "predictor": "--predictor", "input_size": "--input-size",
@@ -88,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", default="none", choices=FALLBACKS, help="measure undecided candidates with it")
     p.add_argument("--db", default=None, help=f"measurement store of the fallback (default: the tuner's "
                    f"refit_db, else {DEFAULT_DB})")
-    p.add_argument("--runs", type=int, default=50, help="timed runs of a fallback measurement (esm protocol)")
+    p.add_argument("--runs", type=int, default=FALLBACK_RUNS,
+                   help="timed runs of a fallback measurement (esm protocol)")
     p.add_argument("--fallback-seconds", type=float, default=60.0,
                    help="timed window of a fallback measurement with the jetson_dataset protocol")
     p.add_argument("--energy", default="auto", help="energy meter of the fallback: auto (what the device has), "
