@@ -178,6 +178,7 @@ def test_architecture_model_exports_at_the_opset_asked():
 
 
 @pytest.mark.parametrize("transport", ["ssh", "http"])
+@pytest.mark.slow
 def test_remote_measure_stores_and_resumes_like_local(transport, sshd, http_agents, tmp_path, tiny):
     if transport == "ssh":
         copy = sshd.home / ".cache" / "nni-hwaware" / f"agent-{agent_digest()}.py"
@@ -226,6 +227,7 @@ def test_wrong_token_is_one_line(http_agents, tmp_path, tiny):
     assert json.loads(ok.stdout)["agent_version"] == 1
 
 
+@pytest.mark.slow
 def test_device_commands_over_ssh(sshd):
     path = run("device", "agent-path")
     assert path.returncode == 0 and Path(path.stdout.strip()).is_file()

@@ -10,6 +10,9 @@ import pytest
 from nni_hwaware.spaces import load_space, sample_architectures
 from nni_hwaware.store import MeasurementStore
 
+# real ESM builds and measurements: the full suite runs them, the fast lane (-m "not slow") does not
+pytestmark = pytest.mark.slow
+
 BUILD = ["build", "--space", "mobilenetv3", "--input-size", "8", "--runs", "5", "--initial", "12", "--step", "6",
          "--max-samples", "18", "--test-size", "10", "--bins", "3", "--acc-th", "0.999", "--qc-every", "0"]
 

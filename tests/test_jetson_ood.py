@@ -37,6 +37,7 @@ def test_dataset_architectures_at_unmeasured_sizes_are_in_distribution(predictor
     assert share >= 0.8, [round(r["ood_score"], 2) for r in results]
 
 
+@pytest.mark.slow
 def test_the_published_real_world_cnns_are_out_of_distribution(predictor):
     from nni_hwaware.jetson.zoo import reference_graphs
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from nni_hwaware.jetson.predictor import JetsonNanoPredictor
 from nni_hwaware.jetson.zoo import REFERENCE, ZOO, build, param_count
 
 
+@pytest.mark.slow
 def test_train_small_subset(tmp_path, shared_dir, cli):
     out = tmp_path / "pred"
     proc = cli("jetson-nano", "train", "--data", str(shared_dir / "data" / "jetson_nano"), "--out", str(out),

@@ -27,6 +27,7 @@ def _summary(stdout: str) -> dict:
     return json.loads(stdout)
 
 
+@pytest.mark.slow
 def test_measure_export_resume_end_to_end(cli, tmp_path):
     db = tmp_path / "m.db"
     run = cli("measure", *SAMPLE, *FAST, *QC, "--db", str(db), "--json")
@@ -90,6 +91,7 @@ def test_adaptive_mode_reports_the_runs_it_saves(tmp_path, capsys):
     assert summary["runs_saved"] > 0 and summary["runs_saved_pct"] == round(100 * summary["runs_saved"] / 450, 1)
 
 
+@pytest.mark.slow
 def test_quality_control_remeasures_on_drift_and_marks_what_stays_off(tmp_path, capsys):
     db = tmp_path / "m.db"
     common = ["measure", "--space", "convnet", "--n", "3", "--input-size", "8", "--runs", "10", "--warmup", "1",

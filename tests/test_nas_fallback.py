@@ -18,6 +18,9 @@ from nni_hwaware.spaces import sample_architectures
 from nni_hwaware.spaces.nni_space import arch_to_hpo_params
 from nni_hwaware.store import MeasurementStore
 
+# real ESM builds and measurements: the full suite runs them, the fast lane (-m "not slow") does not
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = ["build", "--space", "mobilenetv3", "--input-size", "8", "--runs", "5", "--initial", "12", "--step", "6",
          "--max-samples", "12", "--test-size", "8", "--bins", "3", "--acc-th", "0.5", "--qc-every", "0"]

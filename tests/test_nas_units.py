@@ -260,6 +260,7 @@ def test_preflight_refuses_bad_configs(tmp_path, changes, message):
     assert message.lower() in str(caught.value).lower()
 
 
+@pytest.mark.slow
 def test_nas_check_cli(tmp_path, cli):
     bad = cli("nas", "check", "--config", str(_quickstart(tmp_path, predictor="predictors/missing")))
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr

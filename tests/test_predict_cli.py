@@ -83,6 +83,7 @@ def test_cli_mlp_is_flagged_not_cnn(tmp_path, cli):
     assert any("not a CNN" in w for w in result["warnings"])
 
 
+@pytest.mark.slow
 def test_cli_corrupt_and_missing_files(tmp_path, cli):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 50)
@@ -130,6 +131,7 @@ def test_cli_predictor_of_an_older_version(tmp_path, cli):
     assert proc.stderr.startswith("error: ") and "older version" in proc.stderr and "retrain" in proc.stderr
 
 
+@pytest.mark.slow
 def test_every_predictor_takes_an_architecture_of_a_space(cli):
     """The Jetson Nano predictor reads any CNN, so it predicts any space's architectures (issue: it said
     "this predictor needs --onnx FILE")."""

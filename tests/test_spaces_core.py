@@ -113,6 +113,7 @@ def test_malformed_space_definitions_are_rejected(data, message):
     assert message in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_list_show_sample_export(cli, tmp_path):
     result = cli("spaces", "list")
     assert result.returncode == 0
@@ -176,6 +177,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_cli_malformed_space_file_and_unwritable_output(cli, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nfamily: resnet\nunits: [unclosed\n")

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_spaces_demo_builds_runs_and_exports_every_space(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
