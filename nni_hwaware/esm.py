@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -400,6 +401,21 @@ def store_backed_measure(
     return measure
 
 
+def build_data_line(space: SearchSpace, split: str, arch: Architecture, latency_ms: float,
+                    **extra: Any) -> str:
+    """One line of a predictor folder's ``data.jsonl`` (what :func:`read_build_data` reads back).
+
+    Examples
+    --------
+    >>> from nni_hwaware.spaces import load_space
+    >>> space = load_space("convnet")
+    >>> json.loads(build_data_line(space, "train", space.default_architecture(), 1.5))["split"]
+    'train'
+    """
+    return json.dumps({"split": split, "arch": arch, "latency_ms": float(latency_ms),
+                       "total_blocks": space.total_depth(arch), **extra}) + "\n"
+
+
 def read_build_data(folder: str | Path, space: SearchSpace) -> dict[str, tuple[list[Architecture], np.ndarray]]:
     """The measured train and held-out sets a predictor was built from (its ``data.jsonl``)."""
     path = Path(folder) / "data.jsonl"
@@ -467,6 +483,7 @@ class EsmHardwarePredictor(HardwarePredictor):
     """
 
     refittable = True
+    saves_refits = True
 
     def __init__(self, folder: Path, space: str | SearchSpace | None = None, input_size: int | None = None) -> None:
         self.model = ESMPredictor.load(folder)
@@ -508,3 +525,59 @@ class EsmHardwarePredictor(HardwarePredictor):
         self.model = refit_predictor(self.model, self.folder, archs, latency_ms)
         self._forget()
         return dict(self.model.info["refits"][-1])
+
+    def save_refit(self, out: Path, archs: Sequence[Any], latency_ms: Sequence[float],
+                   notes: dict[str, Any]) -> dict[str, Any]:
+        """Refit (later estimates use the refit) and write the refitted predictor as the new folder ``out``:
+        the surrogate, the build data plus these measurements, ``refit.json`` and a model card with ``notes``.
+
+        The folder it was loaded from is left as it was; on failure the predictor keeps its old surrogate.
+        """
+        from nni_hwaware.artifacts import replace_output_dir, staging_dir
+
+        old_model, old_folder = self.model, self.folder
+        self.refit(archs, latency_ms)
+        self.model.info["refits"][-1].update(folder=str(out), arch_hashes=notes.get("arch_hashes"),
+                                             store=notes.get("store"),
+                                             allow_device_mismatch=notes.get("allow_device_mismatch"))
+        record = dict(self.model.info["refits"][-1])
+        tmp = staging_dir(out)
+        try:
+            self.model.save(tmp)
+            _extend_build_data(old_folder / "data.jsonl", tmp / "data.jsonl", self.space, archs, latency_ms)
+            (tmp / "refit.json").write_text(json.dumps({**notes, **record}, indent=1, default=str))
+            (tmp / "MODEL_CARD.md").write_text(refit_card(old_folder, {**notes, **record}))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.model = old_model
+            self._forget()
+            raise
+        replace_output_dir(tmp, out, "esm", "out")
+        return record
+
+
+def _extend_build_data(source: Path, target: Path, space: Any, archs: Sequence[Any], latency: Any) -> None:
+    """The base's ``data.jsonl`` plus the new measurements as training rows (architectures it already holds are
+    not added again), so the refitted folder has everything its own refit needs."""
+    lines = source.read_text().splitlines()
+    known = {space.arch_hash(json.loads(line)["arch"]) for line in lines if line.strip()}
+    with target.open("w") as fh:
+        fh.writelines(line + "\n" for line in lines if line.strip())
+        for arch, y in zip(archs, latency):
+            arch = space.validate(arch)
+            if space.arch_hash(arch) not in known:
+                known.add(space.arch_hash(arch))
+                fh.write(build_data_line(space, "train", arch, y, source="fallback"))
+
+
+def refit_card(base_folder: Path, record: dict[str, Any]) -> str:
+    """The model card of a refitted ESM predictor: what was added to which base, held-out figures."""
+    lines = [f"# Refit of {base_folder}", "",
+             f"- **Measurements added**: {record.get('added')} (training set now {record.get('train_size')})",
+             f"- **Held-out accuracy**: {record.get('accuracy_before')} before, {record.get('accuracy')} after",
+             f"- **Store**: {record.get('store')}", f"- **Protocol**: {record.get('protocol')}",
+             f"- **Device mismatch allowed**: {record.get('allow_device_mismatch')}"
+             + (f" ({record['device_mismatch']})" if record.get("device_mismatch") else ""),
+             "- **Devices**: " + "; ".join(json.dumps(d, sort_keys=True) for d in record.get("devices", [])),
+             "- **Architectures added**: " + ", ".join(record.get("arch_hashes", [])), ""]
+    return "\n".join(lines)

@@ -188,6 +188,8 @@ class HardwarePredictor(ABC):
     kind: ClassVar[str] = ""
     #: Whether :meth:`refit` can learn from new measurements.
     refittable: ClassVar[bool] = False
+    #: Whether :meth:`save_refit` writes a refitted folder of this kind (else a fallback calibrates it).
+    saves_refits: ClassVar[bool] = False
     #: Whether the folders of this kind hold pickles; the constructor then takes ``trust_pickles``.
     loads_pickles: ClassVar[bool] = False
 
@@ -293,6 +295,13 @@ class HardwarePredictor(ABC):
     def refit(self, archs: Sequence[Any], latency_ms: Sequence[float]) -> dict[str, Any]:
         """Learn from measurements of this predictor's target; returns a record of what changed."""
         raise HwAwareError(f"the {self.kind} predictor does not learn from single measurements; rebuild it")
+
+    def save_refit(self, out: Path, archs: Sequence[Any], latency_ms: Sequence[float],
+                   notes: dict[str, Any]) -> dict[str, Any]:
+        """Refit on measurements and write the result as a new predictor folder ``out`` (kinds with
+        :attr:`saves_refits`); returns the refit record."""
+        raise HwAwareError(f"the {self.kind} predictor does not write refits of itself; calibrate it instead "
+                           "(`nni-hwaware calibrate`)")
 
     def _forget(self) -> None:
         """Drop cached estimates (after a refit)."""

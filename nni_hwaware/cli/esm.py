@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from nni_hwaware.artifacts import check_output_dir, replace_output_dir, staging_
 from nni_hwaware.cli.measure import add_device_arguments
 from nni_hwaware.encode import ENCODINGS
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.esm import EVAL_STRATEGIES, ESMConfig, ESMResult
+from nni_hwaware.esm import EVAL_STRATEGIES, ESMConfig, ESMResult, build_data_line
 from nni_hwaware.measure.protocol import DEFAULT_RUNS
 from nni_hwaware.measure.remote import device_argument
 
@@ -136,9 +135,7 @@ def write_predictor_dir(result: ESMResult, out: Path, extra: dict[str, Any] | No
         with (tmp / "data.jsonl").open("w") as fh:
             for split, archs, ys in (("train", result.train_archs, result.train_latency),
                                      ("test", result.test_archs, result.test_latency)):
-                for arch, y in zip(archs, ys):
-                    fh.write(json.dumps({"split": split, "arch": arch, "latency_ms": float(y),
-                                         "total_blocks": space.total_depth(arch)}) + "\n")
+                fh.writelines(build_data_line(space, split, arch, y) for arch, y in zip(archs, ys))
         (tmp / "MODEL_CARD.md").write_text(model_card(info))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -348,6 +348,21 @@ def available_meters(gpu_index: int = 0) -> List[str]:
     return found
 
 
+def device_identity(gpu_index: int = 0) -> Dict[str, Any]:
+    """The hardware part of the fingerprint: board, L4T release, GPU, CUDA, power mode, locked clocks (no runtime
+    is imported and no meter opened, so a local measurement can record it cheaply).
+
+    Examples
+    --------
+    >>> sorted(device_identity())
+    ['board', 'clocks_locked', 'cuda', 'gpu', 'l4t', 'power_mode']
+    """
+    board = _read_text("/proc/device-tree/model")
+    return {"board": (board.strip("\x00 \n") or None) if board is not None else None, "l4t": _l4t_release(),
+            "gpu": _gpu_name(gpu_index), "cuda": _cuda_version(), "power_mode": _power_mode(),
+            "clocks_locked": _clocks_locked()}
+
+
 def collect_fingerprint(gpu_index: int = 0) -> Dict[str, Any]:
     """What this device is: board, L4T release, CPU/GPU, CUDA, power mode, clocks, runtimes, meters, opsets.
 
@@ -357,14 +372,11 @@ def collect_fingerprint(gpu_index: int = 0) -> Dict[str, Any]:
     >>> fp["agent_version"] == AGENT_VERSION and "runtimes" in fp
     True
     """
-    board = _read_text("/proc/device-tree/model")
     runtimes = runtime_versions()
     return {
         "agent_version": AGENT_VERSION, "python": platform.python_version(), "host": socket.gethostname(),
         "machine": platform.machine(), "os": platform.system(), "cpu": _cpu_name(), "cores": os.cpu_count() or 1,
-        "board": (board.strip("\x00 \n") or None) if board is not None else None, "l4t": _l4t_release(),
-        "gpu": _gpu_name(gpu_index), "cuda": _cuda_version(), "power_mode": _power_mode(),
-        "clocks_locked": _clocks_locked(), "runtimes": runtimes, "meters": available_meters(gpu_index),
+        **device_identity(gpu_index), "runtimes": runtimes, "meters": available_meters(gpu_index),
         "max_onnx_opset": {"onnxruntime": onnxruntime_max_opset(runtimes["onnxruntime"]),
                            "tensorrt": tensorrt_max_opset(runtimes["tensorrt"])},
     }

@@ -150,11 +150,6 @@ class Measurer:
 def local_fingerprint() -> dict[str, Any]:
     """This machine's comparable fingerprint fields the host description lacks (board, L4T, GPU, CUDA, power
     mode, clocks), collected the way the device agent collects them on a remote device."""
-    from nni_hwaware.measure.agent import collect_fingerprint
+    from nni_hwaware.measure.agent import device_identity
 
-    fingerprint = collect_fingerprint()
-    return {k: fingerprint.get(k) for k in LOCAL_FINGERPRINT_KEYS}
-
-
-#: fields of the agent's fingerprint that a local measurement records besides :func:`host_description`
-LOCAL_FINGERPRINT_KEYS = ("board", "l4t", "gpu", "cuda", "power_mode", "clocks_locked")
+    return device_identity()

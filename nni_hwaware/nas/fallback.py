@@ -330,9 +330,9 @@ class MeasuredFallback:
                 "allow_device_mismatch": self.allow_device_mismatch, "device_mismatch": self.device_difference}
         card["devices"] = [json.loads(d) for d in card["devices"]]
         try:
-            if self.base.kind == "esm":
-                record = self._refit_esm(out, archs, rows["latency_ms"].to_numpy(), card)
-            else:
+            if self.base.saves_refits:  # it learns from measurements itself (ESM)
+                record = self.base.save_refit(out, archs, rows["latency_ms"].to_numpy(), card)
+            else:  # any other kind is calibrated
                 record = self._calibrate(out, archs, list(rows["latency_ms"]), energy, card)
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)
@@ -343,30 +343,6 @@ class MeasuredFallback:
             "space": self.base.space.name, "input_size": self.base.input_size, "at": time.time()},
             indent=1).encode())
         self.refits.append(record)
-        return record
-
-    def _refit_esm(self, out: Path, archs: list[Any], latency: Any, card: dict[str, Any]) -> dict[str, Any]:
-        """An ESM predictor refitted in place (its estimates change) and saved as ``out``."""
-        from nni_hwaware.artifacts import replace_output_dir, staging_dir
-
-        model = self.base.model  # type: ignore[attr-defined]
-        base_model, base_folder = model, Path(self.base.folder)
-        self.base.refit(archs, latency)
-        model = self.base.model  # type: ignore[attr-defined]
-        model.info["refits"][-1].update(folder=str(out), arch_hashes=card["arch_hashes"], store=card["store"],
-                                        allow_device_mismatch=card["allow_device_mismatch"])
-        record = dict(model.info["refits"][-1])
-        tmp = staging_dir(out)
-        try:
-            model.save(tmp)
-            _extend_build_data(base_folder / "data.jsonl", tmp / "data.jsonl", self.base.space, archs, latency)
-            (tmp / "refit.json").write_text(json.dumps({**card, **record}, indent=1, default=str))
-            (tmp / "MODEL_CARD.md").write_text(refit_card(base_folder, {**card, **record}))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.base.model = base_model  # type: ignore[attr-defined]
-            raise
-        replace_output_dir(tmp, out, "esm", "out")
         return record
 
     def _calibrate(self, out: Path, archs: list[Any], latency: list[float], energy: list[float | None],
@@ -384,21 +360,6 @@ class MeasuredFallback:
         self.predictor = calibrated
         return {"added": len(archs), "kind": calibrated.kind, "train_size": len(archs),
                 "allow_device_mismatch": self.allow_device_mismatch, "before": before, "after": after}
-
-
-def _extend_build_data(source: Path, target: Path, space: Any, archs: Sequence[Any], latency: Any) -> None:
-    """The base's ``data.jsonl`` plus the new measurements as training rows (architectures it already holds are
-    not added again), so the refitted folder has everything its own refit needs."""
-    lines = source.read_text().splitlines()
-    known = {space.arch_hash(json.loads(line)["arch"]) for line in lines if line.strip()}
-    with target.open("w") as fh:
-        fh.writelines(line + "\n" for line in lines if line.strip())
-        for arch, y in zip(archs, latency):
-            arch = space.validate(arch)
-            if space.arch_hash(arch) not in known:
-                known.add(space.arch_hash(arch))
-                fh.write(json.dumps({"split": "train", "arch": arch, "latency_ms": float(y),
-                                     "total_blocks": space.total_depth(arch), "source": "fallback"}) + "\n")
 
 
 def _figures(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
@@ -431,16 +392,3 @@ def _reserve(root: Path) -> Path:
             return out
         except FileExistsError:
             continue
-
-
-def refit_card(base_folder: Path, record: dict[str, Any]) -> str:
-    """The model card of a refitted ESM predictor: what was added to which base, held-out figures."""
-    lines = [f"# Refit of {base_folder}", "",
-             f"- **Measurements added**: {record.get('added')} (training set now {record.get('train_size')})",
-             f"- **Held-out accuracy**: {record.get('accuracy_before')} before, {record.get('accuracy')} after",
-             f"- **Store**: {record.get('store')}", f"- **Protocol**: {record.get('protocol')}",
-             f"- **Device mismatch allowed**: {record.get('allow_device_mismatch')}"
-             + (f" ({record['device_mismatch']})" if record.get("device_mismatch") else ""),
-             "- **Devices**: " + "; ".join(json.dumps(d, sort_keys=True) for d in record.get("devices", [])),
-             "- **Architectures added**: " + ", ".join(record.get("arch_hashes", [])), ""]
-    return "\n".join(lines)
