@@ -36,9 +36,9 @@ from nni_hwaware.measure.backends import get_backend  # noqa: E402
 from nni_hwaware.measure.campaign import Campaign  # noqa: E402
 from nni_hwaware.measure.protocol import Protocol  # noqa: E402
 from nni_hwaware.measure.runner import Measurer, architecture_model  # noqa: E402
+from nni_hwaware.measure.store import MeasurementStore  # noqa: E402
 from nni_hwaware.spaces import load_space, sample_architectures  # noqa: E402
 from nni_hwaware.spaces.export import write_atomically  # noqa: E402
-from nni_hwaware.store import MeasurementStore  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "measurement.json"
 

@@ -34,8 +34,8 @@ from nni_hwaware import metrics  # noqa: E402
 from nni_hwaware.esm import ESMConfig, run_esm, store_backed_measure  # noqa: E402
 from nni_hwaware.measure.protocol import Protocol  # noqa: E402
 from nni_hwaware.measure.runner import architecture_model, make_measurer  # noqa: E402
+from nni_hwaware.measure.store import MeasurementStore  # noqa: E402
 from nni_hwaware.spaces import load_space, sample_architectures  # noqa: E402
-from nni_hwaware.store import MeasurementStore  # noqa: E402
 
 
 def throughput(predictor, space, n: int = 100_000) -> dict[str, float]:
@@ -114,8 +114,8 @@ def main() -> int:
     ref_drifts = [abs(a / b - 1) for a, b in zip(refs_after, refs_before)]
 
     # Other encodings at the same training set, for context.
-    from nni_hwaware.encode import Encoder
-    from nni_hwaware.surrogate import make_surrogate
+    from nni_hwaware.esm.encode import Encoder
+    from nni_hwaware.esm.surrogate import make_surrogate
 
     others = {}
     for encoding in ("fcc", "fc", "statistical", "feature", "onehot"):

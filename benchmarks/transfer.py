@@ -54,9 +54,9 @@ from nni_hwaware.measure.campaign import Campaign  # noqa: E402
 from nni_hwaware.measure.progress import Progress  # noqa: E402
 from nni_hwaware.measure.protocol import Protocol  # noqa: E402
 from nni_hwaware.measure.runner import make_measurer  # noqa: E402
+from nni_hwaware.measure.store import MeasurementStore  # noqa: E402
 from nni_hwaware.spaces import load_space, sample_architectures  # noqa: E402
 from nni_hwaware.spaces.counting import convnet_macs_params  # noqa: E402
-from nni_hwaware.store import MeasurementStore  # noqa: E402
 
 
 def cheap_architectures(space: Any, n: int, *, seed: int, input_size: int, max_macs: float,
@@ -153,8 +153,8 @@ def stored_pools(args: argparse.Namespace, space: Any, pool: list[dict], held: l
 def esm_from_scratch(space: Any, surrogate: str, archs: list[dict], y: np.ndarray, test: list[dict],
                      seed: int) -> np.ndarray:
     """FCC encoding + ``surrogate`` trained on ``archs`` (the ESM recipe without its sampling loop)."""
-    from nni_hwaware.encode import Encoder
-    from nni_hwaware.surrogate import make_surrogate
+    from nni_hwaware.esm.encode import Encoder
+    from nni_hwaware.esm.surrogate import make_surrogate
 
     enc = Encoder(space, "fcc")
     model = make_surrogate(surrogate, random_state=seed).fit(enc.encode(archs, validate=False), y)

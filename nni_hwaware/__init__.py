@@ -1,8 +1,9 @@
 """nni-hwaware: hardware-aware neural architecture search for NNI 3.0.
 
 The package follows the data: ``spaces`` (declarative search spaces) -> ``measure`` (real latency and energy
-on devices) -> ``store`` (SQLite measurement store) -> ``encode`` -> ``surrogate`` -> ``esm`` (the
-train-evaluate-extend builder) -> NNI integration -> ``cli``.
+on devices, into the SQLite store ``measure.store``) -> ``hardware`` (the one predictor interface) -> the
+predictor kinds (``esm``, ``jetson``, ``nnmeter``, ``calibration``) -> ``nas`` (NNI integration) -> ``cli``.
+The README's "Where things go" has the map.
 """
 
 from nni_hwaware.errors import HwAwareError

@@ -44,7 +44,7 @@ SKOPS_ALLOWED_TYPES = frozenset({
     "builtins.bool",
     "numpy.ndarray", "numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32", "numpy.uint64",
     "numpy.bool_", "numpy.random._generator.Generator", "numpy.random.mtrand.RandomState",
-    "nni_hwaware.surrogate.SklearnSurrogate",
+    "nni_hwaware.esm.surrogate.SklearnSurrogate",
     "sklearn._loss._loss.CyHalfSquaredError", "sklearn._loss._loss.CyPinballLoss",
     "sklearn._loss.link.IdentityLink", "sklearn._loss.link.Interval",
     "sklearn._loss.loss.HalfSquaredError", "sklearn._loss.loss.PinballLoss",

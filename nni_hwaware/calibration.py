@@ -105,8 +105,8 @@ def architecture_features(space: SearchSpace, archs: Sequence[Architecture], inp
         return np.asarray(rows, dtype=float).reshape(len(archs), 3)
     import torch
 
-    from nni_hwaware.proxies import architecture_weight_macs
     from nni_hwaware.spaces import build_module
+    from nni_hwaware.spaces.counting import architecture_weight_macs
 
     macs = architecture_weight_macs(space, archs, input_size)  # shape passes on the meta device, no weights
     for arch, m in zip(archs, macs):

@@ -33,8 +33,8 @@ import pytest
 from badinput import Case, check_case
 
 from nni_hwaware.measure.nni_trial import RESULT_FORMAT
+from nni_hwaware.measure.store import Measurement, MeasurementStore, device_key
 from nni_hwaware.spaces import load_space, sample_architectures
-from nni_hwaware.store import Measurement, MeasurementStore, device_key
 
 DEVICE = {"host": "test", "cpu": "test", "backend": "onnxruntime", "backend_version": "test", "threads": 1}
 FAST = ["--runs", "3", "--warmup", "1", "--qc-every", "0", "--energy", "none"]

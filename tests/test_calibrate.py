@@ -36,8 +36,8 @@ def _digest(folder: Path) -> dict[str, str]:
 def measured(tmp_path_factory) -> dict:
     """Real onnxruntime measurements (1 thread) of 8 cheap convnet and 6 mobilenetv3 architectures at 8 px."""
     from nni_hwaware.measure import measure_architectures
+    from nni_hwaware.measure.store import MeasurementStore
     from nni_hwaware.spaces.counting import convnet_macs_params
-    from nni_hwaware.store import MeasurementStore
 
     db = tmp_path_factory.mktemp("calibrate") / "m.db"
     convnet, mobilenet = load_space("convnet"), load_space("mobilenetv3")

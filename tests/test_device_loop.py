@@ -20,11 +20,11 @@ import yaml
 from sshd import sshd_unavailable, start_http_agent, start_sshd
 
 from nni_hwaware.errors import DeviceError
+from nni_hwaware.measure.store import MeasurementStore
 from nni_hwaware.nas import Budget, load_predictor
 from nni_hwaware.nas.fallback import CAMPAIGN, MeasuredFallback, latest_refit, refits_dir
 from nni_hwaware.spaces import sample_architectures
 from nni_hwaware.spaces.nni_space import arch_to_hpo_params
-from nni_hwaware.store import MeasurementStore
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16  # small convnets: each measurement takes the protocol's window and little else

@@ -23,7 +23,7 @@ from sshd import free_port, sshd_unavailable, start_http_agent, start_sshd, writ
 
 from nni_hwaware.errors import DeviceError
 from nni_hwaware.measure.remote import agent_digest, parse_device_url
-from nni_hwaware.store import MeasurementStore
+from nni_hwaware.measure.store import MeasurementStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from nni_hwaware.measure.store import MeasurementStore
 from nni_hwaware.spaces import load_space, sample_architectures
-from nni_hwaware.store import MeasurementStore
 
 # real ESM builds and measurements: the full suite runs them, the fast lane (-m "not slow") does not
 pytestmark = pytest.mark.slow

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from nni_hwaware import metrics
-from nni_hwaware.encode import ENCODINGS, Encoder, encoding_lengths
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import allocate_extension
+from nni_hwaware.esm.encode import ENCODINGS, Encoder, encoding_lengths
+from nni_hwaware.esm.surrogate import load_surrogate, make_surrogate, save_surrogate
 from nni_hwaware.spaces import load_space, sample_architectures
-from nni_hwaware.surrogate import load_surrogate, make_surrogate, save_surrogate
 
 
 def test_encoding_lengths_follow_the_space():

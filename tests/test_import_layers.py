@@ -1,7 +1,7 @@
 """Imports point one way, down the data flow, and no module imports itself back through another.
 
 The layers (README, "Where things go"): spaces <- measure (+ store) <- hardware interface <- predictors (esm,
-jetson, nnmeter, calibration) <- comparison <- nas <- cli. A module may import its own layer and the layers
+jetson, nnmeter, calibration) <- comparison (esm.compare) <- nas <- cli. A module may import its own layer and the layers
 below it, never one above. Function-local imports count too: they hide cycles from Python, not from readers.
 """
 
@@ -18,17 +18,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nni_hwaware"
 LAYERS = (
     ("nni_hwaware", 0),  # the package itself (__version__), errors, paths, artifacts, metrics, plots
     ("nni_hwaware.spaces", 1),
-    ("nni_hwaware.measure", 2),
-    ("nni_hwaware.store", 2),
+    ("nni_hwaware.measure", 2),  # measuring, and the store (measure.store)
     ("nni_hwaware.hardware", 3),
-    ("nni_hwaware.encode", 4),
-    ("nni_hwaware.surrogate", 4),
-    ("nni_hwaware.proxies", 4),
+    ("nni_hwaware.esm.surrogate", 3),  # the regressors every predictor kind may fit (nn-Meter's bias correction)
     ("nni_hwaware.esm", 4),
     ("nni_hwaware.jetson", 4),
     ("nni_hwaware.nnmeter", 4),
     ("nni_hwaware.calibration", 4),
-    ("nni_hwaware.compare", 5),  # compares ESM with nn-Meter: above both
+    ("nni_hwaware.esm.compare", 5),  # compares ESM with nn-Meter: above both
     ("nni_hwaware.nas", 6),
     ("nni_hwaware.cli", 7),
     ("nni_hwaware.main", 7),

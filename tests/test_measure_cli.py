@@ -13,8 +13,8 @@ import pytest
 from conftest import read_only_folder
 
 from nni_hwaware.cli import main
+from nni_hwaware.measure.store import MeasurementStore
 from nni_hwaware.spaces import load_space, sample_architectures
-from nni_hwaware.store import MeasurementStore
 
 SAMPLE = ["--space", "mobilenetv3", "--n", "5", "--seed", "3", "--strategy", "balanced", "--bins", "2",
           "--input-size", "16"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nni_hwaware.measure.store import MeasurementStore
 from nni_hwaware.spaces import load_space, sample_architectures
-from nni_hwaware.store import MeasurementStore
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "measure.yml"

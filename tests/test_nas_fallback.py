@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure.store import MeasurementStore
 from nni_hwaware.nas import Budget, HardwarePredictor, load_predictor
 from nni_hwaware.nas.fallback import MeasuredFallback
 from nni_hwaware.spaces import sample_architectures
 from nni_hwaware.spaces.nni_space import arch_to_hpo_params
-from nni_hwaware.store import MeasurementStore
 
 # real ESM builds and measurements: the full suite runs them, the fast lane (-m "not slow") does not
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ import yaml
 from test_nas_fallback import BUILD, local_cpu_config
 from test_nas_startup import busy_cores
 
+from nni_hwaware.measure.store import MeasurementStore
 from nni_hwaware.nas.experiment import free_port, read_trials, rest
-from nni_hwaware.store import MeasurementStore
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((REPO / "experiments" / "quickstart.yml").read_text())

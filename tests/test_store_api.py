@@ -11,8 +11,14 @@ from conftest import read_only_folder
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure import measure_architectures
 from nni_hwaware.measure.backends import host_description
+from nni_hwaware.measure.store import (
+    Measurement,
+    MeasurementStore,
+    device_key,
+    recover_store,
+    space_fingerprint,
+)
 from nni_hwaware.spaces import load_space, sample_architectures
-from nni_hwaware.store import Measurement, MeasurementStore, device_key, recover_store, space_fingerprint
 
 DEVICE = {**host_description(), "backend": "onnxruntime", "backend_version": "test", "threads": 1}
 

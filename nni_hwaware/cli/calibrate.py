@@ -60,7 +60,7 @@ def _check_args(args: argparse.Namespace) -> Path:
 def _measurements(args: argparse.Namespace, space: Any, input_size: int | None) -> tuple[Any, dict[str, Any]]:
     """The rows of one device/backend/precision/input size (the largest group), and that group's description."""
     from nni_hwaware.hardware import protocol_name
-    from nni_hwaware.store import MeasurementStore
+    from nni_hwaware.measure.store import MeasurementStore
 
     with MeasurementStore(args.db, readonly=True) as store:
         df = store.dataset(space=space, backend=args.backend, input_size=input_size)

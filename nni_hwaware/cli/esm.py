@@ -10,9 +10,9 @@ from typing import Any
 
 from nni_hwaware.artifacts import check_output_dir, replace_output_dir, staging_dir
 from nni_hwaware.cli.measure import add_device_arguments
-from nni_hwaware.encode import ENCODINGS
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import EVAL_STRATEGIES, ESMConfig, ESMResult, build_data_line
+from nni_hwaware.esm.encode import ENCODINGS
 from nni_hwaware.measure.protocol import DEFAULT_RUNS
 from nni_hwaware.measure.remote import device_argument
 
@@ -73,8 +73,8 @@ def _build(args: argparse.Namespace) -> int:
     from nni_hwaware.measure.campaign import check_quality_control
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.runner import make_measurer
+    from nni_hwaware.measure.store import MeasurementStore
     from nni_hwaware.spaces import load_space
-    from nni_hwaware.store import MeasurementStore
 
     space = load_space(args.space)
     size = space.resolve_input_size(args.input_size)
@@ -193,7 +193,7 @@ the measured data it was built from: `data.jsonl`.
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from nni_hwaware.compare import run_compare
+    from nni_hwaware.esm.compare import run_compare
 
     # run_compare checks every setting (and the output folder) before it reads or writes anything
     sizes = _int_list(args.sizes, "--sizes")

@@ -120,7 +120,7 @@ def _measure(args: argparse.Namespace) -> int:
     from nni_hwaware.measure.progress import Progress
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.runner import make_measurer
-    from nni_hwaware.store import MeasurementStore
+    from nni_hwaware.measure.store import MeasurementStore
 
     # every argument is checked before the database is touched: a bad one leaves no file behind
     protocol = Protocol(runs=args.runs, warmup=args.warmup, trim=args.trim, adaptive=args.adaptive,
@@ -191,7 +191,7 @@ def _check_onnx_files(files: list[str]) -> None:
 
 def _remove_if_empty(db: Path) -> None:
     """Remove a database this command created when it failed before storing any measurement."""
-    from nni_hwaware.store import MeasurementStore
+    from nni_hwaware.measure.store import MeasurementStore
 
     try:
         with MeasurementStore(db, readonly=True) as store:
@@ -216,7 +216,7 @@ def _measure_space(args, space, archs, size, measurer, store, progress_cls) -> d
         report = campaign.run()
     finally:
         progress.close()
-    from nni_hwaware.store import space_fingerprint
+    from nni_hwaware.measure.store import space_fingerprint
 
     summary = {**report.to_dict(), "space": space.name, "space_fingerprint": space_fingerprint(space),
                "input_size": size, "backend": measurer.backend.name,
@@ -247,8 +247,8 @@ def _measure_onnx(args, measurer, store) -> dict:
 
 # -------------------------------------------------------------------------------------------- dataset
 def _export(args: argparse.Namespace) -> int:
+    from nni_hwaware.measure.store import MeasurementStore
     from nni_hwaware.spaces.export import write_atomically
-    from nni_hwaware.store import MeasurementStore
 
     fmt = args.format or ("parquet" if args.out and args.out.endswith(".parquet") else "csv")
     if fmt == "parquet" and not args.out:
@@ -299,7 +299,7 @@ def _space_filter(space: str | None) -> Any:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from nni_hwaware.store import MeasurementStore
+    from nni_hwaware.measure.store import MeasurementStore
 
     _check_db_argument(args.db, write=False)
     with MeasurementStore(args.db, readonly=True) as store:
@@ -315,7 +315,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _recover(args: argparse.Namespace) -> int:
-    from nni_hwaware.store import recover_store
+    from nni_hwaware.measure.store import recover_store
 
     report = recover_store(args.db, args.out)
     copied = ", ".join(f"{n} {table}" for table, n in report.copied.items())
@@ -337,7 +337,7 @@ def _import_nni(args: argparse.Namespace) -> int:
         read_results_from_rest,
         store_measurements,
     )
-    from nni_hwaware.store import MeasurementStore
+    from nni_hwaware.measure.store import MeasurementStore
 
     _check_db_argument(args.db, write=True)
     if args.port is not None:

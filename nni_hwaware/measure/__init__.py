@@ -2,11 +2,11 @@
 
 The measuring half of the pipeline: latency (and energy where the hardware reports it) of architectures of a
 space or of any ONNX model, on onnxruntime (CPU), PyTorch eager (CPU/GPU) or TensorRT (NVIDIA GPUs, Jetson),
-stored in a :class:`~nni_hwaware.store.MeasurementStore`. The ESM builder calls
+stored in a :class:`~nni_hwaware.measure.store.MeasurementStore`. The ESM builder calls
 :func:`measure_architectures`::
 
     from nni_hwaware.measure import measure_architectures
-    from nni_hwaware.store import MeasurementStore
+    from nni_hwaware.measure.store import MeasurementStore
 
     measurements = measure_architectures("resnet", archs, "onnxruntime", MeasurementStore("m.db"),
                                          input_size=32, runs=150)
@@ -17,7 +17,7 @@ from nni_hwaware.measure.campaign import Campaign, CampaignReport, reference_arc
 from nni_hwaware.measure.energy import EnergyMeter, create_meter, parse_tegrastats
 from nni_hwaware.measure.protocol import Protocol, TimingResult, run_protocol, trimmed_stats
 from nni_hwaware.measure.runner import Measurer, make_measurer, measure_architectures, measure_onnx_file
-from nni_hwaware.store import Measurement, MeasurementStore
+from nni_hwaware.measure.store import Measurement, MeasurementStore
 
 __all__ = [
     "BACKENDS",

@@ -23,7 +23,7 @@ from typing import Any
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure.progress import Progress
 from nni_hwaware.measure.runner import Measurer, ModelResult, measurer_model
-from nni_hwaware.store import Measurement, MeasurementStore, space_text, text_hash
+from nni_hwaware.measure.store import Measurement, MeasurementStore, space_text, text_hash
 
 REFERENCE_SEED = 20240101
 DEFAULT_REFERENCES = 3

@@ -16,7 +16,7 @@ from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure.backends import Backend, ModelToMeasure, host_description
 from nni_hwaware.measure.energy import EnergyMeter
 from nni_hwaware.measure.protocol import Protocol, TimingResult, run_protocol
-from nni_hwaware.store import Measurement, device_key
+from nni_hwaware.measure.store import Measurement, device_key
 
 #: a measurement whose kept runs vary more than this (std / mean) is flagged as an outlier
 DEFAULT_OUTLIER_CV = 0.10

@@ -19,7 +19,7 @@ from typing import Any
 
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure.nni_trial import RESULT_FORMAT
-from nni_hwaware.store import (
+from nni_hwaware.measure.store import (
     Measurement,
     MeasurementStore,
     device_key,
@@ -128,8 +128,8 @@ def parse_results(results: list[dict[str, Any]], experiment_id: str) -> tuple[in
     HwAwareError
         If a measuring trial's result is malformed or measured another version of its space.
     """
+    from nni_hwaware.measure.store import space_fingerprint
     from nni_hwaware.spaces import load_space
-    from nni_hwaware.store import space_fingerprint
 
     trials, out = 0, []
     spaces: dict[str, Any] = {}

@@ -56,8 +56,8 @@ def run_trial(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.remote import device_argument
     from nni_hwaware.measure.runner import make_measurer, measure_architectures_unstored
+    from nni_hwaware.measure.store import space_fingerprint, space_text, text_hash
     from nni_hwaware.spaces import load_space, sample_architectures
-    from nni_hwaware.store import space_fingerprint, space_text, text_hash
 
     device = device_argument(args.device)
     if not 0 <= batch < args.batches:

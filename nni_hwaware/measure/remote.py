@@ -43,7 +43,7 @@ from nni_hwaware.measure.backends import ModelToMeasure
 from nni_hwaware.measure.fingerprint import comparable, fingerprint_difference
 from nni_hwaware.measure.measurer import DEFAULT_OUTLIER_CV, Measurer, ModelResult, check_positive
 from nni_hwaware.measure.protocol import Protocol, TimingResult, trimmed_stats
-from nni_hwaware.store import Measurement, device_key
+from nni_hwaware.measure.store import Measurement, device_key
 
 #: environment variable holding the HTTP agent's token when no ``--token-file`` is given
 TOKEN_ENV = "NNI_HWAWARE_TOKEN"

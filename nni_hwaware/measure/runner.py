@@ -19,7 +19,7 @@ from nni_hwaware.measure.energy import create_meter
 from nni_hwaware.measure.measurer import DEFAULT_OUTLIER_CV, Measurer, ModelResult, check_positive
 from nni_hwaware.measure.protocol import Protocol
 from nni_hwaware.measure.remote import RemoteMeasurer, is_device_url
-from nni_hwaware.store import ONNX_SPACE, Measurement, MeasurementStore, text_hash
+from nni_hwaware.measure.store import ONNX_SPACE, Measurement, MeasurementStore, text_hash
 
 __all__ = ["DEFAULT_OUTLIER_CV", "Measurer", "ModelResult", "architecture_model", "check_positive", "make_measurer",
            "measure_architectures", "measure_architectures_unstored", "measure_onnx_file", "measurer_model"]

@@ -225,7 +225,7 @@ class MeasuredFallback:
     def _measure_into_store(self, measurer: Any, arch: Architecture) -> Any:
         """One architecture's measurement on ``measurer``: from the store, else measured and stored there."""
         from nni_hwaware.measure.runner import measurer_model
-        from nni_hwaware.store import MeasurementStore
+        from nni_hwaware.measure.store import MeasurementStore
 
         space, size = self.predictor.space, self.predictor.input_size
         arch_hash = space.arch_hash(arch)
@@ -287,7 +287,7 @@ class MeasuredFallback:
         (ESM-protocol outliers left out), and the predictor's device (by fingerprint; with ``allow_device_mismatch`` also
         every fallback measurement of another device)."""
         from nni_hwaware.measure.fingerprint import fingerprint_difference
-        from nni_hwaware.store import MeasurementStore
+        from nni_hwaware.measure.store import MeasurementStore
 
         # the dataset's protocol reports the mean of every call in its window, as the dataset does: a spread of
         # calls above the outlier threshold is no reason to drop it; ESM-protocol outliers are left out

@@ -306,7 +306,7 @@ def nn_meter_rows(nn_meter_dir: str, space: SearchSpace, test_archs: Sequence[Ar
     architectures): nn-Meter sums kernels measured alone, so per-call runtime overhead adds up.
     """
     from nni_hwaware import metrics
-    from nni_hwaware.surrogate import make_surrogate
+    from nni_hwaware.esm.surrogate import make_surrogate
 
     estimator = NnMeterEstimator(nn_meter_dir, space, input_size=size_px, trust_pickles=trust_pickles)
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Surrogate latency predictors with scikit-learn's estimator conventions and a spread per prediction.
 
-Every surrogate takes a feature matrix (an encoding of :mod:`nni_hwaware.encode`, or one proxy column such as
+Every surrogate takes a feature matrix (an encoding of :mod:`nni_hwaware.esm.encode`, or one proxy column such as
 MACs or a lookup-table sum) and latencies in milliseconds. ``__init__`` only stores parameters, ``fit`` returns
 ``self``, ``predict`` is pure, and ``predict_interval`` gives a central interval. Targets are fitted on the log
 scale by default (latency spans orders of magnitude); predictions are on the original scale.

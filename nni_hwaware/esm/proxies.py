@@ -13,73 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.spaces.builders import BLOCK_TYPES, build_module
+from nni_hwaware.spaces.builders import BLOCK_TYPES
+from nni_hwaware.spaces.counting import meta_input, meta_model, restore_forward
 from nni_hwaware.spaces.schema import Architecture, SearchSpace
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def _meta_model(space: SearchSpace, arch: Architecture, input_size: int, width_mult: float | None) -> nn.Module:
-    with torch.device("meta"):
-        model = build_module(space, arch, input_size=input_size, width_mult=width_mult)
-    # Batch norm keeps shapes and costs no MACs, but is slow on the meta device: skip it for shape passes.
-    # (An instance attribute, so repr() and the module structure stay the same; see _restore_forward.)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.forward = _identity  # type: ignore[method-assign]
-    return model
-
-
-def _restore_forward(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        module.__dict__.pop("forward", None)
-    return model
-
-
-def _meta_input(space: SearchSpace, input_size: int) -> torch.Tensor:
-    return torch.empty(1, int(space.defaults["in_channels"]), input_size, input_size, device="meta")
-
-
-def count_weight_macs(module: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of the weights of convolutions and linear layers for one forward pass of ``example``
-    (biases not counted; :func:`nni_hwaware.spaces.counting.convnet_macs_params` counts torchinfo's way)."""
-    total = 0
-
-    def hook(mod: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            kh, kw = mod.kernel_size
-            total += output.numel() * (mod.in_channels // mod.groups) * kh * kw
-        elif isinstance(mod, nn.Linear):
-            total += output.numel() * mod.in_features
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in handles:
-            h.remove()
-    return int(total)
-
-
-def architecture_weight_macs(
-    space: SearchSpace, archs: Iterable[Architecture], input_size: int, width_mult: float | None = None
-) -> np.ndarray:
-    """Weight MACs (:func:`count_weight_macs`) of each architecture at ``input_size``, as a float array."""
-    return np.array(
-        [count_weight_macs(_meta_model(space, a, input_size, width_mult), _meta_input(space, input_size)) for a in archs],
-        dtype=float,
-    )
 
 
 def block_instances(
@@ -90,7 +32,7 @@ def block_instances(
     The key is a hash of the block's module structure and input shape, so two blocks with the same key have
     the same latency in isolation.
     """
-    model = _meta_model(space, arch, input_size, width_mult)
+    model = meta_model(space, arch, input_size, width_mult)
     found: list[tuple[str, nn.Module, tuple[int, ...]]] = []
 
     def pre_hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -101,7 +43,7 @@ def block_instances(
     handles = [m.register_forward_pre_hook(pre_hook) for m in model.modules() if isinstance(m, BLOCK_TYPES)]
     try:
         with torch.no_grad():
-            model(_meta_input(space, input_size))
+            model(meta_input(space, input_size))
     finally:
         for h in handles:
             h.remove()
@@ -173,7 +115,7 @@ class LookupTable:
                 if key not in self.table and key not in pending:
                     pending[key] = (module, shape)
         for i, (key, (meta_module, shape)) in enumerate(pending.items()):
-            module = _restore_forward(meta_module.to_empty(device="cpu"))
+            module = restore_forward(meta_module.to_empty(device="cpu"))
             with torch.no_grad():
                 for p in module.parameters():
                     p.normal_(0, 0.02)

@@ -24,13 +24,13 @@ import numpy as np
 
 from nni_hwaware import metrics
 from nni_hwaware.artifacts import refuse_foreign_folder
-from nni_hwaware.encode import ENCODINGS, Encoder
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.esm import allocate_extension
+from nni_hwaware.esm.builder import allocate_extension
+from nni_hwaware.esm.encode import ENCODINGS, Encoder
+from nni_hwaware.esm.surrogate import make_surrogate
 from nni_hwaware.spaces import load_space
 from nni_hwaware.spaces.export import write_atomically
 from nni_hwaware.spaces.schema import Architecture, SearchSpace
-from nni_hwaware.surrogate import make_surrogate
 
 #: Surrogates ``compare`` can fit (the same as ``build --surrogate``).
 SURROGATES = ("mlp", "gb", "rf")
@@ -43,7 +43,7 @@ def load_measured(
 
     With ``qc_strict``, models whose quality-control check failed (``qc_status = 'drift'``) are left out.
     """
-    from nni_hwaware.store import MeasurementStore
+    from nni_hwaware.measure.store import MeasurementStore
 
     if Path(db).is_dir():
         raise HwAwareError(f"--db {db} is a folder; give a database file")
@@ -196,7 +196,7 @@ def run_compare(
     load (nn-Meter's regressors are pickles, which run code when loaded).
     """
     from nni_hwaware import plots
-    from nni_hwaware.proxies import architecture_weight_macs
+    from nni_hwaware.spaces.counting import architecture_weight_macs
 
     check_compare_settings(sizes=sizes, encodings=encodings, surrogates=surrogates, test_size=test_size,
                            bins=bins, acc_th=acc_th, initial=initial, step=step, seed=seed, input_size=input_size)
@@ -305,10 +305,10 @@ def _lookup_table_rows(
     test_bins: np.ndarray, sizes: list[int], bins: int, setting: dict[str, Any], log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Lookup table rows: blocks measured in isolation here, summed, then the linear bias correction."""
+    from nni_hwaware.esm.proxies import LookupTable
     from nni_hwaware.measure.backends import ModelToMeasure, get_backend
     from nni_hwaware.measure.protocol import Protocol
     from nni_hwaware.measure.runner import Measurer
-    from nni_hwaware.proxies import LookupTable
 
     if setting["backend"] != "onnxruntime":  # blocks are measured here, so the data must be from here too
         raise HwAwareError("--lut measures blocks with onnxruntime on this machine; the stored data is from "

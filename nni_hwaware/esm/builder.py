@@ -31,12 +31,12 @@ import numpy as np
 
 from nni_hwaware import metrics
 from nni_hwaware.artifacts import read_json_object, require_keys
-from nni_hwaware.encode import ENCODINGS, Encoder
 from nni_hwaware.errors import ArtifactError, HwAwareError
+from nni_hwaware.esm.encode import ENCODINGS, Encoder
+from nni_hwaware.esm.surrogate import SURROGATES, load_surrogate, make_surrogate, save_surrogate
 from nni_hwaware.hardware import HardwareEstimate, HardwarePredictor, PredictorTarget, register_predictor
 from nni_hwaware.spaces.sampling import sample_architectures, sample_per_bin
 from nni_hwaware.spaces.schema import Architecture, SearchSpace, load_space
-from nni_hwaware.surrogate import SURROGATES, load_surrogate, make_surrogate, save_surrogate
 
 MeasureFn = Callable[[Sequence[Architecture]], np.ndarray]
 PREDICTOR_FILE = "predictor.json"
@@ -57,9 +57,9 @@ class ESMConfig:
     w_below, w_above
         Algorithm 1's weights ``w1`` (bins below the threshold) and ``w2`` (bins above).
     encoding
-        One of :data:`~nni_hwaware.encode.ENCODINGS`.
+        One of :data:`~nni_hwaware.esm.encode.ENCODINGS`.
     surrogate
-        One of :data:`~nni_hwaware.surrogate.SURROGATES` (paper: ``mlp``).
+        One of :data:`~nni_hwaware.esm.surrogate.SURROGATES` (paper: ``mlp``).
     eval_strategy
         ``"bin-wise"`` (every bin must pass) or ``"overall"``.
     bins
