@@ -52,7 +52,6 @@ def esm_gb_predictor(tmp_path_factory) -> Path:
     """
     import numpy as np
 
-    from nni_hwaware.cli.esm import write_predictor_dir
     from nni_hwaware.esm import ESMConfig, run_esm
     from nni_hwaware.spaces import load_space
 
@@ -65,7 +64,7 @@ def esm_gb_predictor(tmp_path_factory) -> Path:
     config = ESMConfig(initial=24, step=6, max_samples=24, test_size=10, bins=3, surrogate="gb", seed=0)
     result = run_esm(space, config, synthetic_latency, input_size=8)
     out = tmp_path_factory.mktemp("esm_gb") / "predictor"
-    write_predictor_dir(result, out)
+    result.save(out)
     return out
 
 

@@ -181,11 +181,19 @@ class MLPSurrogate(_LogTargetMixin, RegressorMixin, BaseEstimator):
             return np.exp(mean - half), np.exp(mean + half)
         return mean - half, mean + half
 
-    def calibrate(self, X: np.ndarray, y: np.ndarray) -> MLPSurrogate:
-        """Widen intervals by the 90th percentile of held-out log residuals."""
-        pred = self.predict(X)
-        y = np.asarray(y, dtype=float)
-        self.residual_log_q90_ = float(np.quantile(np.abs(np.log(pred / y)), 0.9)) if len(y) else 0.0
+    def conformity_scores(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The smallest residual spread that puts each ``y`` inside its interval (fitting scale).
+
+        A point is inside when ``|z - mean| <= sqrt((1.645 std)^2 + pad^2)``, i.e. when
+        ``pad >= sqrt(max(r^2 - (1.645 std)^2, 0))``: that is its score.
+        """
+        outs = self._member_outputs(X)
+        residual = self._to_fit(y) - outs.mean(axis=0)
+        return np.sqrt(np.maximum(residual**2 - (_Z90 * outs.std(axis=0)) ** 2, 0.0))
+
+    def calibrate(self, X: np.ndarray, y: np.ndarray, level: float = 0.9) -> MLPSurrogate:
+        """Set the residual spread from a calibration set the model was not fitted on (split conformal)."""
+        self.residual_log_q90_ = conformal_quantile(self.conformity_scores(X, y), level)
         return self
 
 
@@ -236,25 +244,58 @@ class SklearnSurrogate(_LogTargetMixin, RegressorMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self._from_fit(self.model_.predict(np.asarray(X, dtype=float)))
 
-    def predict_interval(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A 90 % interval: quantile models (gb), spread of trees (rf), residual spread (linear)."""
+    def _base_interval(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The uncalibrated interval on the fitting scale, around the prediction."""
         X = np.asarray(X, dtype=float)
         mid = self.model_.predict(X)
         if self.kind == "gb":
-            lo, hi = np.minimum(self.lower_.predict(X), mid), np.maximum(self.upper_.predict(X), mid)
+            lo, hi = self.lower_.predict(X), self.upper_.predict(X)
         elif self.kind == "rf":
             trees = np.stack([t.predict(X) for t in self.model_.estimators_])
             lo, hi = np.quantile(trees, 0.05, axis=0), np.quantile(trees, 0.95, axis=0)
         else:
             lo, hi = mid - _Z90 * self.residual_std_, mid + _Z90 * self.residual_std_
-        pad = self.residual_log_q90_ if self.log_target else 0.0
-        return self._from_fit(np.minimum(lo, mid) - pad), self._from_fit(np.maximum(hi, mid) + pad)
+        return np.minimum(lo, mid), np.maximum(hi, mid)
 
-    def calibrate(self, X: np.ndarray, y: np.ndarray) -> SklearnSurrogate:
-        """Widen intervals by the 90th percentile of held-out log residuals (log-target models)."""
-        if self.log_target and len(y):
-            self.residual_log_q90_ = float(np.quantile(np.abs(np.log(self.predict(X) / np.asarray(y))), 0.9))
+    def predict_interval(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A 90 % interval: quantile models (gb), spread of trees (rf), residual spread (linear), each widened
+        by the calibrated pad (:meth:`calibrate`)."""
+        lo, hi = self._base_interval(X)
+        pad = self.residual_log_q90_ if self.log_target else 0.0
+        return self._from_fit(lo - pad), self._from_fit(hi + pad)
+
+    def conformity_scores(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The smallest pad that puts each ``y`` inside its interval (fitting scale; 0 when it already is)."""
+        lo, hi = self._base_interval(X)
+        z = self._to_fit(y)
+        return np.maximum(np.maximum(lo - z, z - hi), 0.0)
+
+    def calibrate(self, X: np.ndarray, y: np.ndarray, level: float = 0.9) -> SklearnSurrogate:
+        """Set the pad from a calibration set the model was not fitted on (split conformal; log-target
+        models, whose pad is on the log scale)."""
+        if self.log_target:
+            self.residual_log_q90_ = conformal_quantile(self.conformity_scores(X, y), level)
         return self
+
+
+def conformal_quantile(scores: np.ndarray, level: float = 0.9) -> float:
+    """The split-conformal quantile of calibration scores: the ``ceil((n + 1) level)``-th smallest.
+
+    With scores of ``n`` points exchangeable with a new one, the new point's score is at most this value with
+    probability at least ``level``. With too few points for that rank, the largest score (no guarantee).
+
+    Examples
+    --------
+    >>> conformal_quantile(np.arange(1.0, 20.0))   # n = 19: the 18th smallest
+    18.0
+    >>> conformal_quantile(np.array([]))
+    0.0
+    """
+    scores = np.sort(np.asarray(scores, dtype=float))
+    if not len(scores):
+        return 0.0
+    rank = min(int(np.ceil((len(scores) + 1) * level)), len(scores))
+    return float(scores[rank - 1])
 
 
 def make_surrogate(kind: str, **params: Any) -> MLPSurrogate | SklearnSurrogate:
