@@ -12,6 +12,10 @@ Everything we ship or build is loaded without executing code from the file:
 * An output folder is replaced only when it is empty or holds an artifact of ours of the same kind, never
   when it is the working folder or one above it, and atomically (the new folder is complete before the old one
   goes).
+* An output file is written atomically (:func:`write_atomically`, :func:`write_text_atomically`,
+  :func:`write_json_atomically`, or :func:`atomic_path` for writers that take a file name): readers see the old
+  file or the whole new one, never half of it. This is the one implementation; ``measure/agent.py`` keeps a
+  copy because it runs alone on the device under Python 3.6.
 
 Examples
 --------
@@ -25,6 +29,7 @@ nni_hwaware.errors.ArtifactError: predictors/jetson_nano names the file '../../e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -175,19 +180,21 @@ def refuse_foreign_folder(out: str | Path, parameter: str, ours: Callable[[Path]
     """Refuse an output folder that must not be written into or replaced; returns it as a ``Path``.
 
     Refused: a file, the working folder or one above it, and a non-empty folder for which ``ours`` is false
-    (it holds something other than an earlier output of ours). ``what`` names the output in the messages.
+    (it holds something other than an earlier output of ours). ``what`` names the output in the messages;
+    ``parameter`` is the name of the caller's parameter (``"out"``), which the messages start with.
     """
     out = Path(out)
     resolved = out.resolve()
     cwd = Path.cwd().resolve()
+    name = parameter if parameter.isidentifier() else None
     if resolved == cwd or resolved in cwd.parents:
         raise HwAwareError(f"{parameter} {out} is the current folder or one above it; give a new folder for "
-                           f"{what}")
+                           f"{what}", parameter=name)
     if out.exists() and not out.is_dir():
-        raise HwAwareError(f"{parameter} {out} is a file; give a folder for {what}")
+        raise HwAwareError(f"{parameter} {out} is a file; give a folder for {what}", parameter=name)
     if out.is_dir() and any(out.iterdir()) and not ours(out):
         raise HwAwareError(f"{parameter} {out} holds other files, not {what} of ours; give a new or empty "
-                           "folder")
+                           "folder", parameter=name)
     return out
 
 
@@ -207,7 +214,8 @@ def check_output_dir(out: str | Path, kind: str, parameter: str = "out") -> Path
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".probe-"):
             pass
     except OSError as exc:
-        raise HwAwareError(f"cannot write into {parent}: {exc.strerror}; choose a writable {parameter}") from None
+        raise HwAwareError(f"cannot write into {parent}: {exc.strerror}; choose a writable {parameter}",
+                           mentions=(parameter,)) from None
     return out
 
 
@@ -245,3 +253,83 @@ def replace_output_dir(staged: Path, out: Path, kind: str, parameter: str = "out
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+
+
+# ------------------------------------------------------------------------------------------ output files
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A new temporary file beside ``path`` for a writer that takes a file name; it becomes ``path`` when the
+    block ends, and is removed when the block raises.
+
+    The temporary name ends with ``path``'s suffix, so writers that choose the format by it (matplotlib's
+    ``savefig``) write the right one. Renaming within one folder is atomic, so readers see the old ``path`` or
+    the whole new file, never half of it.
+
+    Raises
+    ------
+    HwAwareError
+        When the folder does not exist or the file cannot be created or renamed there.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with atomic_path(folder / "figure.png") as tmp:
+    ...     _ = tmp.write_bytes(b"png")
+    >>> sorted(p.name for p in folder.iterdir())
+    ['figure.png']
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise HwAwareError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+        os.close(fd)
+    except OSError as exc:
+        raise HwAwareError(f"cannot write {path}: {exc.strerror}; choose a writable location") from None
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; give them the usual permissions
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise HwAwareError(f"cannot write {path}: {exc.strerror or exc}; choose a writable location") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after the rename
+
+
+def write_atomically(path: str | Path, data: bytes) -> Path:
+    """Write bytes to ``path`` through a temporary file in the same folder (:func:`atomic_path`); returns it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = write_atomically(Path(tempfile.mkdtemp()) / "model.onnx", b"onnx")
+    >>> out.read_bytes()
+    b'onnx'
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text to ``path`` atomically (:func:`write_atomically`); returns it."""
+    return write_atomically(path, text.encode("utf-8"))
+
+
+def write_json_atomically(path: str | Path, obj: Any, **json_kwargs: Any) -> Path:
+    """Write ``obj`` as JSON (``json.dumps(obj, **json_kwargs)`` and a final newline) to ``path`` atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = write_json_atomically(Path(tempfile.mkdtemp()) / "result.json", {"latency_ms": 1.5}, indent=1)
+    >>> json.loads(out.read_text())
+    {'latency_ms': 1.5}
+    """
+    return write_text_atomically(path, json.dumps(obj, **json_kwargs) + "\n")

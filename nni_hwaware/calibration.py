@@ -530,8 +530,9 @@ def calibrate_predictor(base: HardwarePredictor, archs: Sequence[Any], latency_m
         problem = base.device_difference(description) if description else None
         if problem and not allow_device_mismatch:
             raise DeviceError(f"these measurements are of another device than the calibration in {base.folder} "
-                              f"({problem}); calibrate its base ({base.folder / 'base'}) instead, or allow the "
-                              "mismatch explicitly (--allow-device-mismatch)")
+                              f"({problem}); calibrate its base ({base.folder / 'base'}) instead, or set "
+                              "allow_device_mismatch to allow the mismatch explicitly",
+                              mentions=("allow_device_mismatch",))
         if out.resolve() == base.folder.resolve():
             raise HwAwareError(f"out {out} is the calibrated predictor being extended; give a new folder")
         rows, root = base.data(), base.base

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nni_hwaware.cli import configure_logging
 from nni_hwaware.errors import HwAwareError, silence_third_party_warnings
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yml"
@@ -22,6 +23,7 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.y
 def main(argv: list[str] | None = None) -> int:
     """Run the quickstart experiment and print its report."""
     silence_third_party_warnings()
+    configure_logging()
     parser = argparse.ArgumentParser(prog="./run.sh main", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=QUICKSTART, help="experiment YAML (default: the quickstart)")
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")

@@ -77,7 +77,7 @@ CLASS_ARGS = [
     ("list-tuner-args", {"tuner_args": [1, 2]}, "classargs tuner_args must be a mapping"),
     ("unknown-key", {"latency_budget": 30}, "unknown key(s) latency_budget"),
     ("word-trust", {"trust_nn_meter_pickles": "yes"}, "classargs trust_nn_meter_pickles must be true or false"),
-    ("trusted-without-flag", {"trust_nn_meter_pickles": True}, "pass --trust-pickles to load them"),
+    ("trusted-without-flag", {"trust_nn_meter_pickles": True}, "turn --trust-pickles on to load them"),
     ("word-emit-uncertain", {"emit_uncertain": "sometimes"}, "classargs emit_uncertain must be true or false"),
     ("refit-without-db", {"refit_every": 2}, "refit_every needs refit_db"),
     ("nan-penalty", {"penalty": float("nan")}, "classargs penalty must be a finite number"),

@@ -35,8 +35,15 @@ def test_train_bad_data_folder(tmp_path, cli):
 
 
 def test_zoo_parameter_counts_match_reference():
+    import torch
+
     for name in ("MobileNetV2", "ShuffleNetV2", "ResNet50"):
         assert name in ZOO and param_count(build(name)) == REFERENCE[name][3]
+    # every published network, the ones built from the search spaces' blocks (VGG, ResNet50, MobileNetV2)
+    # included; on the meta device, which allocates nothing
+    with torch.device("meta"):
+        counts = {name: param_count(ZOO[name]()) for name in REFERENCE}
+    assert counts == {name: row[3] for name, row in REFERENCE.items()}
 
 
 def test_family_splits_keep_families_whole_and_depths_apart(shared_dir):

@@ -271,6 +271,9 @@ def test_parameters_out_of_range_raise_parameter_error(call: Any, message: str) 
         call(load_space("densenet"))
     assert isinstance(info.value, ValueError)
     assert message in str(info.value)
+    # the Python API names the parameter as the caller wrote it, never a command-line flag, and says which it is
+    assert str(info.value).startswith(info.value.parameter + " ") and "--" not in str(info.value)
+    assert info.value.parameter == message.split()[0]
 
 
 def test_fingerprint_is_the_canonical_content() -> None:

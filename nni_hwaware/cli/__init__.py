@@ -1,7 +1,8 @@
 """The ``nni-hwaware`` command line: one sub-command module per stage of the data flow.
 
 Every sub-command module exposes ``register(subparsers)``; errors a user can fix are raised as
-:class:`~nni_hwaware.errors.HwAwareError` and printed as one line with exit status 2.
+:class:`~nni_hwaware.errors.HwAwareError` and printed as one line with exit status 2, the parameters it names
+written as the flags of the command that ran (:mod:`nni_hwaware.cli.options`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 import os
 import sys
 
+from nni_hwaware.cli.options import PARSER_KEY, error_message, remember_parsers
 from nni_hwaware.errors import HwAwareError, silence_third_party_warnings
 
 # Sub-command modules, in the order of the data flow; each registers its own parsers.
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise HwAwareError(f"the command module {name} cannot be imported ({exc}); the installation is "
                                "incomplete: reinstall nni-hwaware (./run.sh test or pip install -e .)") from None
         module.register(subparsers)
+    remember_parsers(parser)  # so an error names the options of the command that ran (cli.options)
     return parser
 
 
@@ -57,10 +60,20 @@ def _version() -> str:
     return __version__
 
 
+def configure_logging() -> None:
+    """Show the library's log messages while a command runs: the bare message on stderr, from INFO up (DEBUG
+    too when ``NNI_HWAWARE_DEBUG=1``), above any progress bar. Results stay on stdout; calling it again
+    changes nothing."""
+    from nni_hwaware.measure.progress import log_to_stderr
+
+    log_to_stderr()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nni-hwaware`` console script."""
     if not os.environ.get("NNI_HWAWARE_SHOW_WARNINGS"):
         silence_third_party_warnings()
+    configure_logging()
     try:
         parser = build_parser()
     except HwAwareError as exc:
@@ -69,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except HwAwareError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+    except HwAwareError as exc:  # the library names parameters; the command line shows them as its flags
+        sys.stderr.write(f"error: {error_message(exc, getattr(args, PARSER_KEY, None))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -54,7 +54,7 @@ def _check_args(args: argparse.Namespace) -> Path:
         raise HwAwareError(f"--db {db} is a folder; give a measurement database file")
     if not db.is_file():
         raise HwAwareError(f"--db {db} does not exist; measure the device first (`nni-hwaware measure`)")
-    return check_output_dir(args.out, "calibrated", "--out")
+    return check_output_dir(args.out, "calibrated", "out")
 
 
 def _measurements(args: argparse.Namespace, space: Any, input_size: int | None) -> tuple[Any, dict[str, Any]]:

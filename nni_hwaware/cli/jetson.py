@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
     p = sub.add_parser("train", help="fit on the public dataset, evaluate held-out splits, test on the published "
                                         "real-world measurements, write the predictor")
-    p.add_argument("--data", default="../shared/data/jetson_nano", help="dataset folder (default: %(default)s)")
+    p.add_argument("--data", dest="data_dir", default="../shared/data/jetson_nano",
+                   help="dataset folder (default: %(default)s)")
     p.add_argument("--out", default="predictors/jetson_nano", help="predictor folder to write (default: %(default)s)")
     p.add_argument("--limit-per-stage", type=int, default=None, help="use at most N models per stage (quick runs)")
     p.add_argument("--gbm-iters", type=int, default=300, help="boosting iterations (default: %(default)s)")
@@ -26,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.limit_per_stage is not None and args.limit_per_stage < 5:
         raise HwAwareError("--limit-per-stage must be at least 5")
-    card = train(args.data, args.out, limit_per_stage=args.limit_per_stage, gbm_iters=args.gbm_iters,
+    card = train(args.data_dir, args.out, limit_per_stage=args.limit_per_stage, gbm_iters=args.gbm_iters,
                  evaluate_splits=not args.no_eval)
     for split, res in card["metrics_held_out_mape_pct"].items():
         pooled = res.get("pooled", {})

@@ -17,12 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nni_hwaware.cli.options import add_dataclass_options, dataclass_from_args, parameter_default
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.measure.backends import BACKENDS, PRECISIONS
+from nni_hwaware.measure.campaign import Campaign
 from nni_hwaware.measure.energy import METERS
-from nni_hwaware.measure.protocol import DEFAULT_RUNS, DEFAULT_TRIM, DEFAULT_WARMUP
-from nni_hwaware.measure.remote import device_argument
-from nni_hwaware.spaces.sampling import DEFAULT_BINS, STRATEGIES
+from nni_hwaware.measure.protocol import Protocol
+from nni_hwaware.measure.remote import JetsonDatasetProtocol, device_argument
+from nni_hwaware.measure.runner import make_measurer
+from nni_hwaware.spaces.sampling import DEFAULT_BINS, STRATEGIES, sample_architectures
 
 EXPORT_FORMATS = ("csv", "parquet")
 
@@ -39,34 +42,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--db", required=True, help="SQLite database file (created if missing)")
     g = p.add_argument_group("architectures (as `nni-hwaware spaces sample`)")
     g.add_argument("--n", type=int, default=None, help="number of architectures (required with --space)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--strategy", choices=STRATEGIES, default="random")
+    g.add_argument("--seed", type=int, default=parameter_default(sample_architectures, "seed"))
+    g.add_argument("--strategy", choices=STRATEGIES, default=parameter_default(sample_architectures, "strategy"))
     g.add_argument("--bins", type=int, default=DEFAULT_BINS)
     g.add_argument("--input-size", type=int, default=None, help="input resolution (default: the space's)")
     g = p.add_argument_group("backend")
-    g.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    g.add_argument("--backend", choices=BACKENDS, default=parameter_default(make_measurer, "backend"))
     add_device_arguments(g)
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    g.add_argument("--threads", type=int, default=1, help="CPU inference threads (fixed and recorded)")
+    g.add_argument("--precision", choices=PRECISIONS, default=parameter_default(make_measurer, "precision"))
+    g.add_argument("--threads", type=int, default=parameter_default(make_measurer, "threads"),
+                   help="CPU inference threads (fixed and recorded)")
     g = p.add_argument_group("protocol (defaults: ESM paper)")
     g.add_argument("--protocol", choices=("esm", "jetson_dataset"), default="esm",
                    help="esm: warm-up, timed runs, trimmed mean; jetson_dataset (device agent only): the public "
                         "Jetson Nano dataset's timed host-side calls for --protocol-seconds, plain mean")
-    g.add_argument("--protocol-seconds", type=float, default=60.0,
-                   help="jetson_dataset: length of the timed window")
-    g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs (maximum with --adaptive)")
-    g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
-    g.add_argument("--trim", type=float, default=DEFAULT_TRIM, help="share dropped at each end")
-    g.add_argument("--adaptive", action="store_true", help="stop once the CI of the trimmed mean is narrow")
-    g.add_argument("--ci-width", type=float, default=0.01, help="adaptive: relative CI half-width target")
-    g.add_argument("--min-runs", type=int, default=20, help="adaptive: never fewer runs")
+    add_dataclass_options(g, JetsonDatasetProtocol, ["seconds"], flags={"seconds": "--protocol-seconds"},
+                          help={"seconds": "jetson_dataset: length of the timed window"})
+    add_dataclass_options(g, Protocol, ["runs", "warmup", "trim", "adaptive", "ci_rel_width", "min_runs"],
+                          flags={"ci_rel_width": "--ci-width"},
+                          help={"adaptive": "stop once the CI of the trimmed mean is within --ci-width"})
     g = p.add_argument_group("quality control")
-    g.add_argument("--qc-every", type=int, default=50, help="check the reference models every K models (0: off)")
-    g.add_argument("--qc-references", type=int, default=3, help="number of reference architectures")
-    g.add_argument("--drift", type=float, default=0.03, help="relative drift that fails a check")
+    g.add_argument("--qc-every", type=int, default=parameter_default(Campaign, "qc_every"), metavar="K",
+                   help="check the reference models every K models (0: off; default: %(default)s)")
+    g.add_argument("--qc-references", dest="references", type=int, default=parameter_default(Campaign, "references"),
+                   metavar="N", help="number of reference architectures (default: %(default)s)")
+    g.add_argument("--drift", dest="drift_threshold", type=float, metavar="REL",
+                   default=parameter_default(Campaign, "drift_threshold"),
+                   help="relative drift that fails a check (default: %(default)s)")
     g = p.add_argument_group("energy")
-    g.add_argument("--energy", choices=METERS, default="auto", help="meter (auto: what this machine has)")
-    g.add_argument("--energy-seconds", type=float, default=2.0, help="length of each model's energy window")
+    g.add_argument("--energy", choices=METERS, default=parameter_default(make_measurer, "energy"),
+                   help="meter (auto: what this machine has)")
+    g.add_argument("--energy-seconds", type=float, default=parameter_default(make_measurer, "energy_seconds"),
+                   help="length of each model's energy window")
     p.add_argument("--remeasure", action="store_true", help="--onnx: measure again even if stored")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -93,12 +100,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Copy every readable row of a damaged measurement database into a new "
                                    "database file (the damaged file is only read).")
     r.add_argument("--db", required=True, help="the damaged database")
-    r.add_argument("--out", required=True, help="the new database file (must not exist)")
+    r.add_argument("--out", dest="target", required=True, help="the new database file (must not exist)")
     r.set_defaults(func=_recover)
     i = sub.add_parser("import-nni", help="collect the results of an nnictl measuring experiment")
     i.add_argument("experiment_id")
     i.add_argument("--db", required=True)
-    i.add_argument("--experiment-dir", default=None,
+    i.add_argument("--experiment-dir", dest="working_dir", default=None,
                    help="the experiment's working directory (default: from NNI's registry, ~/nni-experiments)")
     i.add_argument("--port", type=int, default=None, help="read through the REST API of the running experiment")
     i.set_defaults(func=_import_nni)
@@ -118,18 +125,13 @@ def add_device_arguments(parser: Any) -> None:
 def _measure(args: argparse.Namespace) -> int:
     from nni_hwaware.measure.campaign import check_quality_control
     from nni_hwaware.measure.progress import Progress
-    from nni_hwaware.measure.protocol import Protocol
-    from nni_hwaware.measure.runner import make_measurer
     from nni_hwaware.measure.store import MeasurementStore
 
     # every argument is checked before the database is touched: a bad one leaves no file behind
-    protocol = Protocol(runs=args.runs, warmup=args.warmup, trim=args.trim, adaptive=args.adaptive,
-                        ci_rel_width=args.ci_width, min_runs=args.min_runs)
+    protocol = dataclass_from_args(Protocol, args)
     if args.protocol == "jetson_dataset":
-        from nni_hwaware.measure.remote import JetsonDatasetProtocol
-
-        protocol = JetsonDatasetProtocol(seconds=args.protocol_seconds, warmup=args.warmup)
-    check_quality_control(args.qc_every, args.qc_references, args.drift)
+        protocol = dataclass_from_args(JetsonDatasetProtocol, args, warmup=args.warmup)
+    check_quality_control(args.qc_every, args.references, args.drift_threshold)
     device = device_argument(args.device)
     _check_db_argument(args.db, write=True)
     if args.space is not None:
@@ -210,7 +212,7 @@ def _measure_space(args, space, archs, size, measurer, store, progress_cls) -> d
     definition = {"n": args.n, "seed": args.seed, "strategy": args.strategy,
                   "bins": args.bins if args.strategy == "balanced" else None}
     campaign = Campaign(space, archs, measurer, store, input_size=size, definition=definition,
-                        qc_every=args.qc_every, references=args.qc_references, drift_threshold=args.drift,
+                        qc_every=args.qc_every, references=args.references, drift_threshold=args.drift_threshold,
                         progress=progress)
     try:
         report = campaign.run()
@@ -317,9 +319,9 @@ def _summary(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace) -> int:
     from nni_hwaware.measure.store import recover_store
 
-    report = recover_store(args.db, args.out)
+    report = recover_store(args.db, args.target)
     copied = ", ".join(f"{n} {table}" for table, n in report.copied.items())
-    print(f"recovered into {args.out}: {copied}")
+    print(f"recovered into {args.target}: {copied}")
     if report.damaged_spots or report.dropped or report.missing_tables:
         print(f"lost: {report.damaged_spots} damaged spot(s) skipped, {report.dropped} row(s) left out because "
               f"they referenced lost rows" + (f", tables not found: {', '.join(report.missing_tables)}"
@@ -344,7 +346,7 @@ def _import_nni(args: argparse.Namespace) -> int:
         results = read_results_from_rest(args.port)
         source = f"http://localhost:{args.port}"
     else:
-        folder = find_experiment_dir(args.experiment_id, args.experiment_dir)
+        folder = find_experiment_dir(args.experiment_id, args.working_dir)
         results = read_results_from_dir(folder)
         source = str(folder)
     # every result is checked before the database is opened: a bad one stores nothing

@@ -20,40 +20,28 @@ from pathlib import Path
 from typing import Any
 
 from nni_hwaware.cli.measure import add_device_arguments
+from nni_hwaware.cli.options import add_dataclass_options, dataclass_from_args
 from nni_hwaware.measure.remote import device_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``nn-meter build``, ``nn-meter register`` and ``nn-meter predict``."""
-    from nni_hwaware.nnmeter.builder import ALL_KERNELS, BuildSettings
+    from nni_hwaware.nnmeter.builder import BuildSettings
 
-    defaults = BuildSettings()
     p = subparsers.add_parser("nn-meter", help="nn-Meter's method built on this device (baseline)")
     sub = p.add_subparsers(dest="nn_meter_command", metavar="{build,register,predict}", required=True,
                            parser_class=type(p))
 
     b = sub.add_parser("build", help="build an nn-Meter kernel-level latency predictor for this device")
-    b.add_argument("--backend", default=defaults.backend, help="onnxruntime (CPU) or tensorrt")
     b.add_argument("--out", required=True, help="output folder (resumed if it exists)")
-    b.add_argument("--space", default=None, help="build only the kernels this search space needs")
-    b.add_argument("--input-size", type=int, default=None, help="input size of that space's architectures")
-    b.add_argument("--kernels", default="", help=f"comma-separated kernels (default: all or the space's): "
-                   f"{','.join(ALL_KERNELS)}")
-    b.add_argument("--fusion-testcases", default="",
-                   help="comma-separated nn-Meter test cases, e.g. conv_relu,add_relu (default: all of nn-Meter's)")
-    b.add_argument("--init-samples", type=int, default=defaults.init_samples)
-    b.add_argument("--conv-init-samples", type=int, default=defaults.conv_init_samples)
-    b.add_argument("--iterations", type=int, default=defaults.iterations)
-    b.add_argument("--finegrained-samples", type=int, default=defaults.finegrained_samples)
-    b.add_argument("--max-mmacs", type=float, default=defaults.max_mmacs)
-    b.add_argument("--runs", type=int, default=defaults.runs, help="timed runs per kernel")
-    b.add_argument("--threads", type=int, default=defaults.threads)
-    b.add_argument("--seed", type=int, default=defaults.seed)
+    add_dataclass_options(b, BuildSettings, ["backend", "space", "input_size", "kernels", "fusion_testcases",
+                                             "init_samples", "conv_init_samples", "iterations", "finegrained_samples",
+                                             "max_mmacs", "runs", "threads", "seed"])
     add_device_arguments(b)
     b.set_defaults(func=_build)
 
     r = sub.add_parser("register", help="register our backends with nn-Meter (~/.nn_meter/config/registry.yaml)")
-    r.add_argument("--meta-dir", default=None,
+    r.add_argument("--meta-dir", dest="folder", default=None,
                    help="folder for the backend meta files (default: ~/.nn_meter/hwaware); its parent must exist")
     r.set_defaults(func=_register)
 
@@ -69,20 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from nni_hwaware.nnmeter.builder import (
-        BuildSettings,
-        build_nn_meter_predictor,
-        check_build_folder,
-        comma_list,
-    )
+    from nni_hwaware.nnmeter.builder import BuildSettings, build_nn_meter_predictor, check_build_folder
 
     check_build_folder(args.out)  # before anything is loaded or written
-    settings = BuildSettings(
-        backend=args.backend, kernels=comma_list(args.kernels), space=args.space, input_size=args.input_size,
-        fusion_testcases=comma_list(args.fusion_testcases), init_samples=args.init_samples,
-        conv_init_samples=args.conv_init_samples, iterations=args.iterations,
-        finegrained_samples=args.finegrained_samples, max_mmacs=args.max_mmacs, runs=args.runs,
-        threads=args.threads, seed=args.seed)
+    settings = dataclass_from_args(BuildSettings, args)
     settings.check()
     if args.space:
         from nni_hwaware.spaces import load_space
@@ -125,7 +103,7 @@ def _build_on_device(args: argparse.Namespace, settings: Any, device: str | list
 def _register(args: argparse.Namespace) -> int:
     from nni_hwaware.nnmeter.backend import register_backends
 
-    for name in register_backends(args.meta_dir):
+    for name in register_backends(args.folder):
         print(f"registered nn-Meter backend {name}")
     return 0
 

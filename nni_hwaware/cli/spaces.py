@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from nni_hwaware.cli.options import parameter_default
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.spaces import export_onnx, list_spaces, load_space, sample_architectures
 from nni_hwaware.spaces.archjson import read_architecture_argument
@@ -30,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample architectures, one JSON per line")
     p.add_argument("name")
     p.add_argument("--n", type=int, required=True, help="number of architectures")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategy", choices=STRATEGIES, default="random")
+    p.add_argument("--seed", type=int, default=parameter_default(sample_architectures, "seed"))
+    p.add_argument("--strategy", choices=STRATEGIES, default=parameter_default(sample_architectures, "strategy"))
     p.add_argument("--bins", type=int, default=DEFAULT_BINS, help="bins of total block count (balanced)")
     p.set_defaults(func=_sample)
 

@@ -73,7 +73,7 @@ class JetsonNanoHardwarePredictor(HardwarePredictor):
         return "predicts TensorRT measurements on a Jetson Nano with the dataset's protocol; the measuring device differs"
 
     def _mismatch_advice(self) -> str:
-        return ("measure with the tensorrt backend on the board (--device ssh://USER@JETSON --backend tensorrt), "
+        return ("measure with the tensorrt backend on the board through the device agent (ssh://USER@JETSON), "
                 "or use an ESM predictor of this machine")
 
     def _result(self, arch: Architecture) -> dict[str, Any]:

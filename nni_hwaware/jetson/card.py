@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nni_hwaware.spaces.export import write_atomically
+from nni_hwaware.artifacts import write_atomically
 
 INTENDED_USE = (
     "Ranking and budgeting CNN candidates for a Jetson Nano (TensorRT, batch 1, power mode 0) during "

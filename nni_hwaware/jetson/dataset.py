@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
 from nni_hwaware.spaces.counting import convnet_macs_params
 
 # Stage folders of the published dataset, with a short family label used for held-out splits.
@@ -225,7 +225,9 @@ def load_dataset(data_dir: str | Path, *, stages: list[str] | None = None,
 
     root = Path(data_dir)
     if not root.is_dir():
-        raise HwAwareError(f"dataset folder {root} not found; pass --data pointing at ../shared/data/jetson_nano")
+        what = "is not a folder" if root.exists() else "not found"
+        raise ParameterError(f"data_dir {root} {what}; point it at the dataset, ../shared/data/jetson_nano",
+                             parameter="data_dir")
     space = load_space("convnet")
     report = DatasetReport()
     by_name: dict[str, DatasetModel] = {}

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
 from nni_hwaware.jetson.costing import (
     BINARY,
     COMPUTE_KINDS,
@@ -153,12 +153,12 @@ def _fix_input_shapes(model: Any, input_shape: Sequence[int] | None) -> list[int
     if input_shape is not None:
         shape = [int(x) for x in input_shape]
         if dims is not None and len(dims) != len(shape):
-            raise HwAwareError(f"--input-shape has {len(shape)} dims but the model input {first.name!r} has "
-                               f"{len(dims)}; give e.g. 1,3,224,224")
+            raise ParameterError(f"input_shape has {len(shape)} dims but the model input {first.name!r} has "
+                                 f"{len(dims)}; give e.g. 1,3,224,224", parameter="input_shape")
     else:
         if dims is None:
             raise HwAwareError(f"the model input {first.name!r} has no shape; pass the input shape "
-                               "(--input-shape 1,3,224,224)")
+                               "(input_shape 1,3,224,224)", mentions=("input_shape",))
         shape = []
         for i, d in enumerate(dims):
             if isinstance(d, int) and d > 0:
@@ -167,7 +167,7 @@ def _fix_input_shapes(model: Any, input_shape: Sequence[int] | None) -> list[int
                 shape.append(1)  # batch 1, as measured
             else:
                 raise HwAwareError(f"the model input {first.name!r} has a symbolic dimension {d!r} at axis {i}; "
-                                   "pass the input shape (--input-shape 1,3,224,224)")
+                                   "pass the input shape (input_shape 1,3,224,224)", mentions=("input_shape",))
     tensor_shape = first.type.tensor_type.shape
     del tensor_shape.dim[:]
     for d in shape:
@@ -430,7 +430,7 @@ def extract_layers(model_or_source: Any, input_shape: Sequence[int] | None = Non
                         "memory-bound copies of their tensors, so the prediction is less certain")
     if not any(layer.kind in COMPUTE_KINDS and layer.macs > 0 for layer in layers):
         raise HwAwareError("found no conv, linear or matmul layer whose size could be worked out; nothing to "
-                           "predict (give --input-shape if the input is symbolic)")
+                           "predict (give input_shape if the input is symbolic)", mentions=("input_shape",))
     return GraphLayers(layers=layers, input_shape=graph.input_shape, unknown_ops=unknown_sorted, warnings=warnings)
 
 

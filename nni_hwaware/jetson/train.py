@@ -28,10 +28,9 @@ Splits:
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,10 @@ from nni_hwaware.jetson.models import (
 )
 from nni_hwaware.jetson.predictor import ARTIFACT_VERSION
 from nni_hwaware.jetson.prior import PriorAveragedRoofline, prior_sensitivity, reference_errors
+from nni_hwaware.measure.progress import progress_bar
 from nni_hwaware.metrics import mape
+
+logger = logging.getLogger(__name__)
 
 TARGETS = ("latency_ms", "energy_mj")
 METHODS = ("roofline", "gbm", "hybrid")
@@ -63,20 +65,13 @@ FAMILY_FOLDS = 5
 POWER_FILE = "power_w.skops"
 
 
-def _progress(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
-
-
-def dataset_graphs(models: list[DatasetModel], progress: Callable[[str], None] | None = None) -> list[GraphLayers]:
-    """Per-layer graphs of all dataset models, from their weight-less ONNX graphs."""
+def dataset_graphs(models: list[DatasetModel], show_progress: bool = False) -> list[GraphLayers]:
+    """Per-layer graphs of all dataset models, from their weight-less ONNX graphs (with a progress bar)."""
     graphs = []
-    start = time.time()
-    for i, model in enumerate(models):
-        graphs.append(extract_layers(convnet_onnx(model.arch, model.input_size)))
-        if progress and (i + 1) % 2500 == 0:
-            rate = (i + 1) / (time.time() - start)
-            progress(f"  graphs {i + 1}/{len(models)} (ETA {(len(models) - i - 1) / rate:.0f} s)")
+    with progress_bar(len(models), "per-layer graphs", enabled=show_progress, unit="network") as bar:
+        for model in models:
+            graphs.append(extract_layers(convnet_onnx(model.arch, model.input_size)))
+            bar.update(1)
     return graphs
 
 
@@ -145,7 +140,7 @@ def splits(models: list[DatasetModel], seed: int = 0) -> dict[str, list[tuple[st
 
 
 def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: list[DatasetModel],
-             progress: Callable[[str], None] = _progress, gbm_iters: int = 300) -> tuple[dict[str, Any], dict]:
+             gbm_iters: int = 300) -> tuple[dict[str, Any], dict]:
     """MAPE of every method on every split; also returns held-out residuals for intervals and OOD calibration."""
     results: dict[str, Any] = {}
     residuals: dict[str, Any] = {"hybrid_random": {}, "roofline_extrapolation": {t: [] for t in TARGETS}}
@@ -172,7 +167,7 @@ def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: lis
                 if split_name in ("leave_family_out", "depth_8_10_held_out"):
                     residuals["roofline_extrapolation"][target].append(np.log(y[te] / preds["roofline"]))
             split_res["folds"][label] = fold
-            progress(f"  {split_name} / {label}: " + ", ".join(
+            logger.info("  %s / %s: %s", split_name, label, ", ".join(
                 f"{t} " + " ".join(f"{m} {fold[t][m]:.1f}%" for m in METHODS) for t in TARGETS))
         split_res["pooled"] = {t: {m: round(mape(np.concatenate(truth[t]), np.concatenate(pooled[t][m])), 2)
                                    for m in METHODS} for t in TARGETS}
@@ -182,7 +177,7 @@ def evaluate(R: np.ndarray, F: np.ndarray, Y: dict[str, np.ndarray], models: lis
     return results, residuals
 
 
-def real_world_check(fit: HybridFit, progress: Callable[[str], None] = _progress) -> dict[str, Any]:
+def real_world_check(fit: HybridFit) -> dict[str, Any]:
     """Predict the published real-world networks with the base models (a test: nothing is fitted on them).
 
     Returns per-target errors (:func:`~nni_hwaware.jetson.prior.reference_errors`), the log residuals used to
@@ -190,7 +185,7 @@ def real_world_check(fit: HybridFit, progress: Callable[[str], None] = _progress
     """
     from nni_hwaware.jetson.zoo import reference_graphs
 
-    progress("building the real-world reference networks (224x224) ...")
+    logger.info("building the real-world reference networks (224x224) ...")
     names, ref_graphs, ref_latency, ref_energy = reference_graphs()
     R_ref = roofline_rows(ref_graphs)
     base = fit.base(R_ref)
@@ -201,7 +196,8 @@ def real_world_check(fit: HybridFit, progress: Callable[[str], None] = _progress
     out["latency_prior_sensitivity"] = prior_sensitivity(fit.latency_, R_ref, ref_latency)
     out["log_residuals"] = {t: [float(v) for v in np.log(measured[t] / base[t])] for t in TARGETS}
     for target in TARGETS:
-        progress(f"  real-world {target}: MAPE {out[target]['mape_pct']:.1f} % (not fitted on these networks)")
+        logger.info("  real-world %s: MAPE %.1f %% (not fitted on these networks)", target,
+                    out[target]["mape_pct"])
     return out
 
 
@@ -274,8 +270,7 @@ def _predictor_meta(final: HybridFit, real_world: dict[str, Any], threshold: flo
 
 
 def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | None = None,
-          gbm_iters: int = 300, evaluate_splits: bool = True,
-          progress: Callable[[str], None] = _progress) -> dict[str, Any]:
+          gbm_iters: int = 300, evaluate_splits: bool = True, show_progress: bool = True) -> dict[str, Any]:
     """Load the dataset, evaluate on held-out splits, fit on everything and write the predictor folder.
 
     Parameters
@@ -290,6 +285,8 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
         Boosting iterations of the gradient-boosting models.
     evaluate_splits
         Run the held-out evaluation (needed for intervals; without it intervals come from training residuals).
+    show_progress
+        Draw a progress bar on stderr while the graphs are extracted (the steps are logged at INFO).
 
     Returns
     -------
@@ -300,25 +297,24 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
 
     out = check_output_dir(out_dir, "jetson_nano", "out_dir")
     t0 = time.time()
-    progress(f"loading {data_dir} ...")
+    logger.info("loading %s ...", data_dir)
     models, report = load_dataset(data_dir, limit_per_stage=limit_per_stage)
-    progress(f"  {report.models} measured models ({report.skipped_unmeasured} rows without latency skipped, "
-             f"{report.duplicates} duplicates averaged); MACs match {report.macs_match}/{report.models}, "
-             f"params match {report.params_match}/{report.models}")
+    logger.info("  %d measured models (%d rows without latency skipped, %d duplicates averaged); MACs match "
+                "%d/%d, params match %d/%d", report.models, report.skipped_unmeasured, report.duplicates,
+                report.macs_match, report.models, report.params_match, report.models)
     if report.models < 40:
         raise HwAwareError(f"only {report.models} measured models found; need at least 40 to train")
-    progress("extracting per-layer graphs ...")
-    graphs = dataset_graphs(models, progress)
+    graphs = dataset_graphs(models, show_progress)
     R, F = roofline_rows(graphs), feature_matrix(graphs)
     Y = {"latency_ms": np.array([m.latency_ms for m in models]), "energy_mj": np.array([m.energy_mj for m in models])}
     metrics: dict[str, Any] = {}
     residuals: dict[str, Any] = {}
     if evaluate_splits:
-        progress("held-out evaluation (roofline / gbm / hybrid) ...")
-        metrics, residuals = evaluate(R, F, Y, models, progress, gbm_iters)
-    progress("fitting on all data ...")
+        logger.info("held-out evaluation (roofline / gbm / hybrid) ...")
+        metrics, residuals = evaluate(R, F, Y, models, gbm_iters)
+    logger.info("fitting on all data ...")
     final = HybridFit(gbm_iters=gbm_iters).fit(R, F, Y)
-    real_world = real_world_check(final, progress)
+    real_world = real_world_check(final)
     knn = KnnDistance(KNN_K).fit(F)
     threshold = _ood_threshold(F, residuals if evaluate_splits else None)
     intervals = _interval_bounds(final, R, F, Y, residuals if evaluate_splits else None, real_world)
@@ -334,5 +330,5 @@ def train(data_dir: str | Path, out_dir: str | Path, *, limit_per_stage: int | N
         shutil.rmtree(staged, ignore_errors=True)
         raise
     replace_output_dir(staged, out, "jetson_nano", "out_dir")
-    progress(f"wrote {out} in {time.time() - t0:.0f} s")
+    logger.info("wrote %s in %.0f s", out, time.time() - t0)
     return card

@@ -5,6 +5,8 @@ The definitions follow the standard ones the reference measurements used (torchv
 MobileNetV2, ShuffleNetV2 x1.0, EfficientNet-B4, EfficientNetV2-M; Cadene ``pretrainedmodels`` Xception;
 milesial Pytorch-UNet ``unet_carvana``: 3 input channels, 2 classes, transposed-conv upsampling); parameter
 counts match the published ones exactly (checked in the tests and the benchmark). No weights are needed.
+Blocks that are the same as a search space's use its builder (:mod:`nni_hwaware.spaces.builders`: VGG's
+conv-ReLU layers, ResNet's bottleneck, MobileNetV2's inverted residual); the others are defined here.
 
 Reference measurements (:data:`REFERENCE`) are copied from ``data/real_data/real_models.csv`` of
 https://github.com/iCAS-Lab/NAS-Performance-Modeling (commit 0adb0ec3c5bd5ea774097c483a07b32155c8f9c8),
@@ -24,6 +26,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+
+from nni_hwaware.spaces.builders import Bottleneck, ConvLayer, InvertedResidual, make_divisible
 
 # name: (latency_ms, gpu_energy_mj, total_macs, total_params) from real_models.csv (see module docstring)
 REFERENCE: dict[str, tuple[float, float, int, int]] = {
@@ -65,7 +69,7 @@ def vgg(depth: int = 16, num_classes: int = 1000) -> nn.Module:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(ConvLayer(cin, int(v), 3, 1, depthwise_separable=False))
             cin = int(v)
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(7), nn.Flatten(),
                          nn.Linear(512 * 49, 4096), nn.ReLU(True), nn.Dropout(),
@@ -73,47 +77,18 @@ def vgg(depth: int = 16, num_classes: int = 1000) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ ResNet
-class _Bottleneck(nn.Module):
-    def __init__(self, cin: int, width: int, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(_cbr(cin, width, 1), _cbr(width, width, 3, stride), _cbr(width, width * 4, 1, act=None))
-        self.down = _cbr(cin, width * 4, 1, stride, act=None) if stride != 1 or cin != width * 4 else None
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.body(x) + (x if self.down is None else self.down(x)))
-
-
 def resnet50(num_classes: int = 1000) -> nn.Module:
     """torchvision ResNet50 (stride on the 3x3 conv, v1.5)."""
     layers: list[nn.Module] = [_cbr(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1)]
     cin = 64
     for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
         for i in range(blocks):
-            layers.append(_Bottleneck(cin, width, stride if i == 0 else 1))
+            layers.append(Bottleneck(cin, width * 4, width, 3, stride if i == 0 else 1))
             cin = width * 4
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, num_classes))
 
 
 # ------------------------------------------------------------------------------------------- MobileNetV2
-def _divisible(v: float, d: int = 8) -> int:
-    new = max(d, int(v + d / 2) // d * d)
-    return new + d if new < 0.9 * v else new
-
-
-class _InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        layers = [_cbr(cin, hidden, 1, act=nn.ReLU6)] if expand != 1 else []
-        layers += [_cbr(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6), _cbr(hidden, cout, 1, act=None)]
-        self.body = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x) if self.residual else self.body(x)
-
-
 def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
     """torchvision MobileNetV2 (width 1.0)."""
     layers: list[nn.Module] = [_cbr(3, 32, 3, 2, act=nn.ReLU6)]
@@ -121,7 +96,8 @@ def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
     for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                        (6, 160, 3, 2), (6, 320, 1, 1)):
         for i in range(n):
-            layers.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
+            # without SE; no expansion conv where t == 1 (the builder leaves it out when mid == in)
+            layers.append(InvertedResidual(cin, c, cin * t, 3, s if i == 0 else 1, "relu6", se=False))
             cin = c
     layers += [_cbr(cin, 1280, 1, act=nn.ReLU6), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
                nn.Linear(1280, num_classes)]
@@ -183,7 +159,7 @@ class _SqueezeExcite(nn.Module):
 class _MBConv(nn.Module):
     def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int, fused: bool, eps: float) -> None:
         super().__init__()
-        hidden = _divisible(cin * expand)
+        hidden = make_divisible(cin * expand)
         if fused:
             layers = ([_cbr(cin, hidden, k, stride, act=nn.SiLU, eps=eps), _cbr(hidden, cout, 1, act=None, eps=eps)]
                       if expand != 1 else [_cbr(cin, cout, k, stride, act=nn.SiLU, eps=eps)])
@@ -215,9 +191,9 @@ def efficientnet_b(width: float = 1.0, depth: float = 1.0, num_classes: int = 10
     """torchvision EfficientNet-B* (B0: 1.0/1.0, B4: 1.4/1.8)."""
     base = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
             (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
-    stages = [(False, e, k, s, _divisible(i * width), _divisible(o * width), int(math.ceil(n * depth)))
+    stages = [(False, e, k, s, make_divisible(i * width), make_divisible(o * width), int(math.ceil(n * depth)))
               for e, k, s, i, o, n in base]
-    return _efficientnet(stages, _divisible(32 * width), 4 * _divisible(320 * width), num_classes, 1e-5)
+    return _efficientnet(stages, make_divisible(32 * width), 4 * make_divisible(320 * width), num_classes, 1e-5)
 
 
 def efficientnet_v2_m(num_classes: int = 1000) -> nn.Module:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
 from nni_hwaware.measure import agent as _agent
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
@@ -94,7 +94,7 @@ class Backend(ABC):
 
     def __init__(self, threads: int = 1, device: str = "cpu", precision: str = "fp32") -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise HwAwareError(f"--threads must be a positive integer, got {threads!r}")
+            raise ParameterError(f"threads must be a positive integer, got {threads!r}", parameter="threads")
         if precision not in PRECISIONS:
             raise HwAwareError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         self.threads = threads
@@ -141,7 +141,8 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, threads: int = 1, device: str = "cpu", precision: str = "fp32") -> None:
         super().__init__(threads, device, precision)
         if device != "cpu":
-            raise HwAwareError("the onnxruntime backend measures on the CPU; use --backend tensorrt or torch for GPUs")
+            raise ParameterError("onnxruntime measures on the CPU; for GPUs use backend tensorrt or torch",
+                                 parameter="backend", mentions=("backend",))
         if precision != "fp32":
             raise HwAwareError("the onnxruntime CPU backend measures fp32 only; use tensorrt for fp16")
         self._ort = _import_or_fail("onnxruntime", "onnxruntime", "pip install onnxruntime")
@@ -233,12 +234,14 @@ class TorchBackend(Backend):
         self._torch = _import_or_fail("torch", "torch", "install PyTorch")
         if device.startswith("cuda"):
             if not self._torch.cuda.is_available():
-                raise HwAwareError(f"--device {device}: PyTorch sees no CUDA GPU here; use --device cpu")
+                raise ParameterError(f"device {device}: PyTorch sees no CUDA GPU here; use device cpu",
+                                     parameter="device", mentions=("device",))
             self.accelerator = f"cuda:{self._torch.cuda.get_device_name(self._torch.device(device))}"
         elif device != "cpu":
-            raise HwAwareError(f"unknown --device {device!r}; use cpu or cuda[:N]")
+            raise ParameterError(f"device {device!r} is unknown; use cpu or cuda[:N]", parameter="device")
         elif precision == "fp16":
-            raise HwAwareError("fp16 with the torch backend needs --device cuda")
+            raise ParameterError("precision fp16 with torch needs device cuda[:N]", parameter="precision",
+                                 mentions=("device",))
 
     @property
     def version(self) -> str:
@@ -247,8 +250,8 @@ class TorchBackend(Backend):
     def open(self, model: ModelToMeasure) -> Session:
         if model.module_factory is None or model.input_shape is None:
             raise HwAwareError(
-                f"{model.name}: the torch backend measures architectures of a space; for ONNX files use "
-                "--backend onnxruntime or tensorrt"
+                f"{model.name}: torch measures architectures of a space; for ONNX files use "
+                "backend onnxruntime or tensorrt", mentions=("backend",)
             )
         torch = self._torch
         torch.set_num_threads(self.threads)
@@ -316,7 +319,8 @@ class TensorRTBackend(Backend):
     def __init__(self, threads: int = 1, device: str = "cuda", precision: str = "fp32",
                  workspace_mb: int = 1024) -> None:
         if not device.startswith("cuda"):
-            raise HwAwareError(f"the tensorrt backend runs on an NVIDIA GPU; use --device cuda[:N], not {device!r}")
+            raise ParameterError(f"tensorrt runs on an NVIDIA GPU; use device cuda[:N], not {device!r}",
+                                 parameter="device", mentions=("device",))
         super().__init__(threads, device, precision)
         self._trt = _import_or_fail("tensorrt", "tensorrt", "pip install 'nni-hwaware[tensorrt]' on a machine "
                                     "with an NVIDIA GPU (JetPack ships it on Jetson boards)")

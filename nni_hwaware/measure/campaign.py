@@ -14,16 +14,19 @@ are skipped, and the models of an interrupted run that no check covered yet are 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import ParameterError
 from nni_hwaware.measure.progress import Progress
 from nni_hwaware.measure.runner import Measurer, ModelResult, measurer_model
 from nni_hwaware.measure.store import Measurement, MeasurementStore, space_text, text_hash
+
+logger = logging.getLogger(__name__)
 
 REFERENCE_SEED = 20240101
 DEFAULT_REFERENCES = 3
@@ -35,14 +38,16 @@ MAX_REFERENCES = 20
 def check_quality_control(qc_every: int, references: int, drift_threshold: float) -> None:
     """Check the quality-control settings of a campaign; a one-line error names the parameter."""
     if isinstance(qc_every, bool) or not isinstance(qc_every, int) or qc_every < 0:
-        raise HwAwareError(f"--qc-every must be an integer >= 0 (0 turns quality control off), got {qc_every!r}")
+        raise ParameterError(f"qc_every must be an integer >= 0 (0 turns quality control off), got {qc_every!r}",
+                             parameter="qc_every")
     if (isinstance(references, bool) or not isinstance(references, int)
             or not 1 <= references <= MAX_REFERENCES):
-        raise HwAwareError(f"--qc-references must be an integer from 1 to {MAX_REFERENCES}, got {references!r}")
+        raise ParameterError(f"references must be an integer from 1 to {MAX_REFERENCES}, got {references!r}",
+                             parameter="references")
     if (isinstance(drift_threshold, bool) or not isinstance(drift_threshold, int | float)
             or not math.isfinite(drift_threshold) or drift_threshold <= 0):
-        raise HwAwareError(f"--drift must be a positive finite number (relative: 0.03 is 3 %), got "
-                           f"{drift_threshold!r}")
+        raise ParameterError(f"drift_threshold must be a positive finite number (relative: 0.03 is 3 %), got "
+                             f"{drift_threshold!r}", parameter="drift_threshold")
 
 
 def reference_architectures(space: Any, count: int = DEFAULT_REFERENCES) -> list[dict]:
@@ -146,7 +151,7 @@ class Campaign:
         self.report.skipped = len(self.archs) - len(todo)
         if self.progress:
             self.progress.total = len(self.archs)
-            self.progress.update(self.report.skipped, note=f"{self.report.skipped} already stored"
+            self.progress.resume(self.report.skipped, note=f"{self.report.skipped} already stored"
                                  if self.report.skipped else "")
         pending = store.measurements(campaign=self.id, qc_status="unchecked")
         if self.references and (todo or pending):  # a finished campaign needs no new check
@@ -241,16 +246,14 @@ class Campaign:
                 self.store.set_qc_status([i for i, _ in pending], "ok")
                 return
             if round_ == self.max_remeasure_rounds or not pending:
-                if self.progress:
-                    self.progress.message(f"QC: references drift {100 * drift:.1f}% > "
-                                          f"{100 * self.drift_threshold:.0f}% after {round_} re-measurement "
-                                          f"round(s); {len(pending)} model(s) kept with qc_status=drift")
+                logger.warning("QC: references drift %.1f%% > %.0f%% after %d re-measurement round(s); %d "
+                               "model(s) kept with qc_status=drift", 100 * drift, 100 * self.drift_threshold,
+                               round_, len(pending))
                 self.store.set_qc_status([i for i, _ in pending], "drift")
                 self.report.drift_flagged += len(pending)
                 return
-            if self.progress:
-                self.progress.message(f"QC: references drift {100 * drift:.1f}% > "
-                                      f"{100 * self.drift_threshold:.0f}%; measuring {len(pending)} model(s) again")
+            logger.info("QC: references drift %.1f%% > %.0f%%; measuring %d model(s) again", 100 * drift,
+                        100 * self.drift_threshold, len(pending))
             for _, measurement in pending:
                 self._measure(json.loads(measurement.arch_json), remeasure=True)
                 self.report.remeasured += 1

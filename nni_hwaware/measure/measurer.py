@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import ParameterError
 from nni_hwaware.measure.backends import Backend, ModelToMeasure, host_description
 from nni_hwaware.measure.energy import EnergyMeter
 from nni_hwaware.measure.protocol import Protocol, TimingResult, run_protocol
@@ -34,10 +34,10 @@ class ModelResult:
     energy_extra: dict[str, Any] | None = None
 
 
-def check_positive(value: Any, flag: str) -> float:
-    """``value`` as a float if it is a finite number above 0, else a one-line error naming ``flag``."""
+def check_positive(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite number above 0, else a one-line error naming the parameter ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise HwAwareError(f"{flag} must be a positive finite number, got {value!r}")
+        raise ParameterError(f"{name} must be a positive finite number, got {value!r}", parameter=name)
     return float(value)
 
 
@@ -73,7 +73,7 @@ class Measurer:
     def __init__(self, backend: Backend, protocol: Protocol | None = None, meter: EnergyMeter | None = None, *,
                  energy_seconds: float = 2.0, idle_seconds: float = 2.0,
                  outlier_cv: float = DEFAULT_OUTLIER_CV) -> None:
-        check_positive(energy_seconds, "--energy-seconds")
+        check_positive(energy_seconds, "energy_seconds")
         check_positive(idle_seconds, "idle_seconds")
         check_positive(outlier_cv, "outlier_cv")
         self.backend = backend

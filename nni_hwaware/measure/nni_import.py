@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
 from nni_hwaware.measure.nni_trial import RESULT_FORMAT
 from nni_hwaware.measure.store import (
     Measurement,
@@ -44,7 +44,7 @@ def find_experiment_dir(experiment_id: str, working_dir: str | Path | None = Non
     """The folder of an experiment: ``working_dir/ID``, else from NNI's registry, else ``~/nni-experiments/ID``."""
     candidates = []
     if working_dir is not None and not Path(working_dir).is_dir():
-        raise HwAwareError(f"--experiment-dir {working_dir} is not a folder")
+        raise ParameterError(f"working_dir {working_dir} is not a folder", parameter="working_dir")
     if not experiment_id or "/" in experiment_id or experiment_id in (".", ".."):
         raise HwAwareError(f"{experiment_id!r} is not an NNI experiment id")
     if working_dir is not None:
@@ -62,7 +62,8 @@ def find_experiment_dir(experiment_id: str, working_dir: str | Path | None = Non
         if (folder / "db" / "nni.sqlite").is_file():
             return folder
     raise HwAwareError(f"no NNI experiment {experiment_id!r} found (looked in {', '.join(map(str, candidates))}); "
-                       "give --experiment-dir or --port of the running experiment")
+                       "give working_dir, or the port of the running experiment (read_results_from_rest)",
+                       mentions=("working_dir", "port"))
 
 
 def decode_metric(data: Any) -> Any:
@@ -95,7 +96,7 @@ def read_results_from_dir(folder: Path) -> list[dict[str, Any]]:
 def read_results_from_rest(port: int, host: str = "localhost") -> list[dict[str, Any]]:
     """Final results of every trial, from a running experiment's REST API."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise HwAwareError(f"--port must be a TCP port from 1 to 65535, got {port!r}")
+        raise ParameterError(f"port must be a TCP port from 1 to 65535, got {port!r}", parameter="port")
     url = f"http://{host}:{port}/api/v1/nni/metric-data"
     try:
         with urllib.request.urlopen(url, timeout=30) as response:

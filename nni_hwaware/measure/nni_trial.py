@@ -16,13 +16,14 @@ Run outside NNI (no tuner) it measures batch 0, which makes it easy to try on a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from nni_hwaware.artifacts import write_json_atomically
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure.progress import log_to_stderr
 from nni_hwaware.measure.protocol import DEFAULT_RUNS
 
 RESULT_FILE = "measurements.json"
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from nni_hwaware.errors import silence_third_party_warnings
 
     silence_third_party_warnings()
+    log_to_stderr()  # the library's messages reach NNI's trial log (the trial's stderr)
     args = build_parser().parse_args(argv)
     import nni
 
@@ -103,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     out_dir = Path(os.environ.get("NNI_OUTPUT_DIR", "."))
-    tmp = out_dir / f".{RESULT_FILE}.tmp"
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, out_dir / RESULT_FILE)
+    write_json_atomically(out_dir / RESULT_FILE, result)
     nni.report_final_result(result)
     print(f"batch {batch}: measured {len(result['measurements'])} architecture(s), "
           f"mean latency {result['default']:.3f} ms")

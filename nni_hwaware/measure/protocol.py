@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
 
 DEFAULT_RUNS = 150
 DEFAULT_WARMUP = 10
@@ -60,21 +60,21 @@ class Protocol:
     check_every: int = 5
 
     def __post_init__(self) -> None:
-        for flag, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0),
-                                 ("--min-runs", self.min_runs, 3), ("check_every", self.check_every, 1)):
+        for name, value, low in (("runs", self.runs, 1), ("warmup", self.warmup, 0),
+                                 ("min_runs", self.min_runs, 3), ("check_every", self.check_every, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise HwAwareError(f"{flag} must be an integer >= {low}, got {value!r}")
-        for flag, value, low, high, closed in (("--trim", self.trim, 0.0, 0.5, True),
-                                               ("--ci-width", self.ci_rel_width, 0.0, 1.0, False),
+                raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}", parameter=name)
+        for name, value, low, high, closed in (("trim", self.trim, 0.0, 0.5, True),
+                                               ("ci_rel_width", self.ci_rel_width, 0.0, 1.0, False),
                                                ("confidence", self.confidence, 0.5, 1.0, True)):
             ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and (
                 low <= value < high if closed else low < value < high)
             if not ok:
                 interval = f"[{low:g}, {high:g})" if closed else f"({low:g}, {high:g})"
-                raise HwAwareError(f"{flag} must be a number in {interval}, got {value!r}")
+                raise ParameterError(f"{name} must be a number in {interval}, got {value!r}", parameter=name)
         if self.adaptive and self.min_runs > self.runs:
-            raise HwAwareError(f"--min-runs ({self.min_runs}) exceeds --runs ({self.runs}); the adaptive mode "
-                               "needs --min-runs <= --runs")
+            raise ParameterError(f"min_runs ({self.min_runs}) exceeds runs ({self.runs}); the adaptive mode "
+                                 "needs min_runs <= runs", parameter="min_runs", mentions=("min_runs", "runs"))
 
     def to_dict(self) -> dict:
         """JSON-able form, stored with every measurement."""

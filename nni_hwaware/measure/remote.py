@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nni_hwaware.errors import DeviceError, HwAwareError
+from nni_hwaware.errors import DeviceError, HwAwareError, ParameterError
 from nni_hwaware.measure.backends import ModelToMeasure
 from nni_hwaware.measure.fingerprint import comparable, fingerprint_difference
 from nni_hwaware.measure.measurer import DEFAULT_OUTLIER_CV, Measurer, ModelResult, check_positive
@@ -115,43 +115,46 @@ def parse_device_url(url: str) -> DeviceURL:
     if scheme not in ("ssh", "http"):
         hint = " (the agent speaks plain HTTP: use http:// inside a trusted network, or ssh://)" \
             if scheme == "https" else ""
-        raise DeviceError(f"--device {url}: unknown scheme {scheme!r}{hint}; use ssh://[user@]host[:port] or "
-                          "http://host:port (or cpu, cuda[:N] for this machine)")
+        raise DeviceError(f"device {url}: unknown scheme {scheme!r}{hint}; use ssh://[user@]host[:port] or "
+                          "http://host:port (or cpu, cuda[:N] for this machine)", parameter="device")
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise DeviceError(f"--device {url}: {exc}; use ssh://[user@]host[:port] or http://host:port") from None
+        raise DeviceError(f"device {url}: {exc}; use ssh://[user@]host[:port] or http://host:port",
+                          parameter="device") from None
     if not parts.hostname:
-        raise DeviceError(f"--device {url}: no host; use ssh://[user@]host[:port] or http://host:port")
+        raise DeviceError(f"device {url}: no host; use ssh://[user@]host[:port] or http://host:port",
+                          parameter="device")
     if parts.path not in ("", "/") or parts.fragment:
-        raise DeviceError(f"--device {url}: a device URL has no path; use {scheme}://HOST[:PORT][?OPTIONS]")
+        raise DeviceError(f"device {url}: no path allowed; use {scheme}://HOST[:PORT][?OPTIONS]", parameter="device")
     if port == 0:
-        raise DeviceError(f"--device {url}: port 0 is not a port; give the port the device listens on")
+        raise DeviceError(f"device {url}: port 0 is not a port; give the port the agent listens on",
+                          parameter="device")
     allowed = _SSH_QUERY if scheme == "ssh" else _HTTP_QUERY
     try:
         query = urllib.parse.parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
-        raise DeviceError(f"--device {url}: cannot read the options after '?'; write them as "
-                          "?key=value&key=value") from None
+        raise DeviceError(f"device {url}: cannot read the options after '?'; write them as "
+                          "?key=value&key=value", parameter="device") from None
     unknown = sorted(set(query) - set(allowed))
     if unknown:
-        raise DeviceError(f"--device {url}: unknown option(s) {', '.join(unknown)}; {scheme}:// takes "
-                          f"{', '.join(allowed)}")
+        raise DeviceError(f"device {url}: unknown option(s) {', '.join(unknown)}; {scheme}:// takes "
+                          f"{', '.join(allowed)}", parameter="device")
     options: dict[str, str] = {}
     for key, values in query.items():
         if len(values) != 1 or not values[0]:
-            raise DeviceError(f"--device {url}: option {key} needs exactly one non-empty value")
+            raise DeviceError(f"device {url}: option {key} needs exactly one non-empty value", parameter="device")
         options[key] = values[0]
     gpu = options.get("gpu", "0")
     if not gpu.isdigit():
-        raise DeviceError(f"--device {url}: gpu must be a GPU index (0, 1, ...), got {gpu!r}")
+        raise DeviceError(f"device {url}: gpu must be a GPU index (0, 1, ...), got {gpu!r}", parameter="device")
     if scheme == "http" and parts.username:
-        raise DeviceError(f"--device {url}: an HTTP device takes no user; the token authenticates "
-                          "(--token-file or NNI_HWAWARE_TOKEN)")
+        raise DeviceError(f"device {url}: an http:// URL takes no user; the token authenticates "
+                          "(token_file or NNI_HWAWARE_TOKEN)", parameter="device", mentions=("token_file",))
     for key in ("identity", "known_hosts"):
         if key == "identity" and key in options and not Path(options[key]).expanduser().is_file():
-            raise DeviceError(f"--device {url}: identity file {options[key]} does not exist")
+            raise DeviceError(f"device {url}: identity file {options[key]} does not exist", parameter="device")
     return DeviceURL(url=url, scheme=scheme, host=parts.hostname, port=port, user=parts.username,
                      python=options.get("python", "python3"), identity=options.get("identity"),
                      known_hosts=options.get("known_hosts"), gpu=int(gpu))
@@ -177,15 +180,16 @@ def read_token(token_file: str | None) -> str:
         try:
             token = Path(token_file).read_text().strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise DeviceError(f"--token-file {token_file} cannot be read ({getattr(exc, 'strerror', None) or exc})"
-                              "; give the file holding the agent's token") from None
+            raise DeviceError(f"token_file {token_file} cannot be read ({getattr(exc, 'strerror', None) or exc})"
+                              "; give the file holding the agent's token", parameter="token_file") from None
         if not token:
-            raise DeviceError(f"--token-file {token_file} is empty; write the agent's token into it")
+            raise DeviceError(f"token_file {token_file} is empty; write the agent's token into it",
+                              parameter="token_file")
         return token
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
-        raise DeviceError(f"an http:// device needs its token: --token-file FILE or the environment variable "
-                          f"{TOKEN_ENV}")
+        raise DeviceError(f"an http:// device needs its token: token_file or the environment variable "
+                          f"{TOKEN_ENV}", parameter="token_file", mentions=("token_file",))
     return token
 
 
@@ -462,7 +466,7 @@ class HttpConnection(Connection):
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
                 raise DeviceError(f"device {self.url} refused the token (401): wrong token; give the agent's "
-                                  f"token with --token-file or {TOKEN_ENV}") from None
+                                  f"token with token_file or {TOKEN_ENV}", mentions=("token_file",)) from None
             payload = exc.read()
             try:
                 reply = json.loads(payload)
@@ -535,9 +539,9 @@ class JetsonDatasetProtocol:
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        check_positive(self.seconds, "protocol seconds")
+        check_positive(self.seconds, "seconds")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise HwAwareError(f"--warmup must be an integer >= 0, got {self.warmup!r}")
+            raise ParameterError(f"warmup must be an integer >= 0, got {self.warmup!r}", parameter="warmup")
 
     def to_dict(self) -> dict[str, Any]:
         """What the agent is sent and the store records."""
@@ -624,18 +628,18 @@ class RemoteMeasurer(Measurer):
         urls = [urls] if isinstance(urls, str) else list(urls)
         devices = [parse_device_url(u) for u in urls]  # every URL is checked before any connection
         if backend not in REMOTE_BACKENDS:
-            raise HwAwareError(f"--backend {backend} does not run on a remote device; use "
-                               f"{' or '.join(REMOTE_BACKENDS)}")
+            raise ParameterError(f"backend {backend} does not run on a remote device; use "
+                                 f"{' or '.join(REMOTE_BACKENDS)}", parameter="backend")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise HwAwareError(f"--threads must be a positive integer, got {threads!r}")
+            raise ParameterError(f"threads must be a positive integer, got {threads!r}", parameter="threads")
         if precision not in ("fp32", "fp16") or (backend == "onnxruntime" and precision != "fp32"):
-            raise HwAwareError(f"--precision {precision} is not available with {backend}; onnxruntime measures "
-                               "fp32, tensorrt fp32 or fp16")
+            raise ParameterError(f"precision {precision} is not available with {backend}; onnxruntime measures "
+                                 "fp32, tensorrt fp32 or fp16", parameter="precision")
         if energy not in METERS:
             raise HwAwareError(f"unknown energy meter {energy!r}; use one of {', '.join(METERS)}")
-        for flag, value in (("--energy-seconds", energy_seconds), ("idle_seconds", idle_seconds),
+        for name, value in (("energy_seconds", energy_seconds), ("idle_seconds", idle_seconds),
                             ("outlier_cv", outlier_cv)):
-            check_positive(value, flag)
+            check_positive(value, name)
         self.protocol = protocol if protocol is not None else Protocol()
         protocol_request(self.protocol)
         self.energy_seconds, self.idle_seconds, self.outlier_cv = energy_seconds, idle_seconds, outlier_cv

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
 from nni_hwaware.measure.backends import Backend, ModelToMeasure, get_backend
 from nni_hwaware.measure.energy import create_meter
 from nni_hwaware.measure.measurer import DEFAULT_OUTLIER_CV, Measurer, ModelResult, check_positive
@@ -39,7 +39,7 @@ def make_measurer(backend: str | Backend = "onnxruntime", *, threads: int = 1,
     >>> make_measurer("onnxruntime", energy="none").backend.name
     'onnxruntime'
     """
-    check_positive(energy_seconds, "--energy-seconds")  # before a backend or meter is set up
+    check_positive(energy_seconds, "energy_seconds")  # before a backend or meter is set up
     check_positive(idle_seconds, "idle_seconds")
     devices = [device] if isinstance(device, str) or device is None else list(device)
     if not devices:
@@ -47,19 +47,19 @@ def make_measurer(backend: str | Backend = "onnxruntime", *, threads: int = 1,
     if any(is_device_url(d) for d in devices):
         local = [d for d in devices if not is_device_url(d)]
         if local:
-            raise HwAwareError(f"--device {local[0]} is this machine; a pool takes device URLs only "
-                               "(ssh://... or http://...)")
+            raise ParameterError(f"device {local[0]} is this machine; a pool takes device URLs only "
+                                 "(ssh://... or http://...)", parameter="device")
         if not isinstance(backend, str):
             backend = backend.name
         return RemoteMeasurer(devices, backend, threads=threads, precision=precision, protocol=protocol,
                               energy=energy, energy_seconds=energy_seconds, idle_seconds=idle_seconds,
                               token_file=token_file)
     if len(devices) > 1:
-        raise HwAwareError("several --device values make a pool of remote devices; give ssh:// or http:// URLs, "
-                           "or one local device (cpu, cuda[:N])")
+        raise ParameterError("device: several values make a pool of remote devices; give ssh:// or http:// URLs, "
+                             "or a single cpu or cuda[:N]", parameter="device")
     if protocol is not None and not isinstance(protocol, Protocol):
         raise HwAwareError(f"the {getattr(protocol, 'name', protocol)} protocol runs on a device agent only; give "
-                           "--device ssh://... or http://...")
+                           "a device URL (ssh://... or http://...)")
     if isinstance(backend, str):
         backend = get_backend(backend, threads=threads, device=devices[0], precision=precision)
     meter = create_meter(energy, backend.accelerator)
@@ -163,17 +163,7 @@ def measure_architectures(
         canon = [space.validate(a) for a in archs]
         out: list[Measurement] = []
         for i, arch in enumerate(canon):
-            arch_hash = space.arch_hash(arch)
-            stored = None if remeasure else store.get_measurement(
-                space, arch_hash, measurer.device_key, measurer.backend.name, size,
-                precision=measurer.backend.precision)
-            if stored is None:
-                result = measurer.measure(measurer_model(measurer, space, arch, size))
-                stored = measurer.to_measurement(result, space=space.name, arch_hash=arch_hash,
-                                                 arch_json=space.canonical_json(arch), input_size=size,
-                                                 campaign=campaign)
-                store.add_measurement(stored, space=space, device_description=measurer.device_description,
-                                      replace=remeasure)
+            stored = _measure_or_reuse(space, arch, measurer, store, size, remeasure, campaign)
             out.append(stored)
             if progress is not None:
                 progress(i + 1, len(canon), stored)
@@ -229,6 +219,21 @@ def _onnx_input_shape(data: bytes, path: Path) -> list[Any] | None:
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
     return None
 
+
+
+def _measure_or_reuse(space: Any, arch: Any, measurer: Measurer, store: MeasurementStore, size: int,
+                      remeasure: bool, campaign: str | None) -> Measurement:
+    """The stored measurement of one architecture on this measurer's device, or a new one, committed at once."""
+    arch_hash = space.arch_hash(arch)
+    stored = None if remeasure else store.get_measurement(
+        space, arch_hash, measurer.device_key, measurer.backend.name, size, precision=measurer.backend.precision)
+    if stored is None:
+        result = measurer.measure(measurer_model(measurer, space, arch, size))
+        stored = measurer.to_measurement(result, space=space.name, arch_hash=arch_hash,
+                                         arch_json=space.canonical_json(arch), input_size=size, campaign=campaign)
+        store.add_measurement(stored, space=space, device_description=measurer.device_description,
+                              replace=remeasure)
+    return stored
 
 def measure_architectures_unstored(space: Any, archs: Sequence[Any], measurer: Measurer, *,
                                    input_size: int) -> list[Measurement]:

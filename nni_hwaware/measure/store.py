@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import time
@@ -41,7 +40,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.artifacts import atomic_path
+from nni_hwaware.errors import HwAwareError, ParameterError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -308,7 +308,7 @@ def _db_error(path: Path, exc: sqlite3.DatabaseError) -> HwAwareError:
                             "(SQLite keeps -wal/-shm files beside it); choose a writable location")
     if primary in (5, 6) or "locked" in message:
         return HwAwareError(f"database {path} is locked by another process ({message}); wait for it to finish "
-                            "or use another --db")
+                            "or use another database file")
     if primary == 13:
         return HwAwareError(f"cannot write database {path}: the disk is full; free some space and run again")
     if primary == 10:
@@ -364,7 +364,7 @@ def open_snapshot(path: Path) -> sqlite3.Connection:
 def _read_header(path: Path) -> bytes:
     """The first 100 bytes of an existing database file (empty for an empty file), or a one-line error."""
     if path.is_dir():
-        raise HwAwareError(f"--db {path} is a folder; give a database file name")
+        raise HwAwareError(f"database {path} is a folder; give a database file name")
     try:
         with path.open("rb") as fh:
             head = fh.read(100)
@@ -403,13 +403,13 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> int | None:
         missing = [t for t in expected if t not in tables]
         if missing:
             raise HwAwareError(f"{path} is an SQLite database of another program (tables "
-                               f"{', '.join(sorted(tables)[:6])}); give another --db")
+                               f"{', '.join(sorted(tables)[:6])}); give another database file")
         for table, columns in expected.items():
             have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
             lacking = columns - have - ({"fingerprint"} if table == "spaces" else set())
             if lacking:
                 raise HwAwareError(f"{path} is an SQLite database of another program (table {table} lacks "
-                                   f"{', '.join(sorted(lacking)[:4])}); give another --db")
+                                   f"{', '.join(sorted(lacking)[:4])}); give another database file")
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
         raise _db_error(path, exc) from None
@@ -419,7 +419,7 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> int | None:
         version = None
     if version is None:
         raise HwAwareError(f"{path} is not a measurement database of nni-hwaware (no schema version); "
-                           "give another --db")
+                           "give another database file")
     if version > SCHEMA_VERSION:
         raise HwAwareError(f"{path} has schema version {version}, this nni-hwaware reads up to "
                            f"{SCHEMA_VERSION}; upgrade nni-hwaware")
@@ -473,8 +473,8 @@ class MeasurementStore:
             return self._open_for_writing(None, created=True)
         if not path.is_file():
             if path.is_dir():
-                raise HwAwareError(f"--db {path} is a folder; give a database file name")
-            raise HwAwareError(f"--db {path} is not a regular file; give a database file name")
+                raise HwAwareError(f"database {path} is a folder; give a database file name")
+            raise HwAwareError(f"database {path} is not a regular file; give a database file name")
         head = _read_header(path)
         if not head:
             if self.readonly:
@@ -888,9 +888,9 @@ class MeasurementStore:
         """
         import pandas as pd
 
-        for flag, value in (("--input-size", input_size), ("batch size", batch_size)):
+        for name, value in (("input_size", input_size), ("batch_size", batch_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise HwAwareError(f"{flag} must be a positive integer, got {value!r}")
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}", parameter=name)
         where, params = self._where(space, device, backend, input_size, precision, batch_size)
         if not include_outliers:
             where += " AND m.outlier = 0"
@@ -1019,9 +1019,7 @@ def recover_store(source: str | Path, target: str | Path) -> RecoveryReport:
     """
     source, target = Path(source), Path(target)
     _check_recovery_paths(source, target)
-    tmp = target.with_name(f".{target.name}.recovering")
     padded = target.with_name(f".{target.name}.padded")
-    _remove_database_files(tmp)
     # SQLite refuses a file shorter than its header says; a copy padded with empty pages reads up to the cut
     readable = padded if _pad_if_truncated(source, padded) else source
     report = RecoveryReport()
@@ -1029,19 +1027,19 @@ def recover_store(source: str | Path, target: str | Path) -> RecoveryReport:
     try:
         src = open_snapshot(readable)
         tables = _source_tables(src, source)
-        with MeasurementStore(tmp) as store, store.transaction() as conn:
-            for table in _RECOVERY_ORDER:
-                if table in tables:
-                    _copy_table(src, conn, table, tables[table], report)
-                else:
-                    report.missing_tables.append(table)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:  # the new store appears under its name only when complete
+            try:
+                with MeasurementStore(tmp) as store, store.transaction() as conn:
+                    for table in _RECOVERY_ORDER:
+                        if table in tables:
+                            _copy_table(src, conn, table, tables[table], report)
+                        else:
+                            report.missing_tables.append(table)
+            except BaseException:
+                _remove_database_files(tmp)  # SQLite's side files; atomic_path removes only the file
+                raise
     except sqlite3.DatabaseError as exc:
-        _remove_database_files(tmp)
         raise _db_error(source, exc) from None
-    except BaseException:
-        _remove_database_files(tmp)
-        raise
     finally:
         if src is not None:
             src.close()
@@ -1073,7 +1071,8 @@ def _check_recovery_paths(source: Path, target: Path) -> None:
     if not _read_header(source):
         raise HwAwareError(f"database {source} is an empty file; nothing to recover")
     if target.exists() or target.is_symlink():
-        raise HwAwareError(f"--out {target} exists; give a new file name (recovery never overwrites a file)")
+        raise ParameterError(f"target {target} exists; give a new file name (recovery never overwrites a file)",
+                             parameter="target")
     if not target.parent.is_dir():
         raise HwAwareError(f"cannot write {target}: folder {target.parent} does not exist")
 

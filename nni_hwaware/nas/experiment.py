@@ -21,6 +21,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -32,12 +33,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.artifacts import atomic_path, write_json_atomically, write_text_atomically
+from nni_hwaware.errors import HwAwareError, ParameterError
+from nni_hwaware.measure.progress import progress_bar
 from nni_hwaware.nas.constraints import HARDWARE_KEY, HardwareSettings
+
+logger = logging.getLogger(__name__)
 
 TUNER_CLASS = "nni_hwaware.nas.tuner.HardwareAwareTuner"
 TRIAL_MODULE = "nni_hwaware.nas.trial"
@@ -128,7 +133,8 @@ def check_trial_command(config: Mapping[str, Any], settings: HardwareSettings | 
 
 def _check_samples(samples: Any) -> None:
     if not (isinstance(samples, int) and not isinstance(samples, bool) and 1 <= samples <= MAX_SAMPLES):
-        raise HwAwareError(f"--samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples!r}")
+        raise ParameterError(f"samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples!r}",
+                             parameter="samples")
 
 
 def _tuner_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any]:
@@ -221,8 +227,10 @@ def preflight(config: dict[str, Any], config_dir: Path, *, samples: int = 100, s
     tuner, class_args = _tuner_section(config)
     settings = check_class_args(class_args)
     if settings.trust_nn_meter_pickles and not trust_pickles:
-        raise HwAwareError("the config's classArgs trust nn-Meter pickles (trust_nn_meter_pickles: true), which run "
-                           "code when loaded; check the folders it names, then pass --trust-pickles to load them")
+        raise ParameterError("trust_pickles is off, and the config's classArgs trust nn-Meter pickles "
+                             "(trust_nn_meter_pickles: true), which run code when loaded; check the folders it "
+                             "names, then turn trust_pickles on to load them", parameter="trust_pickles",
+                             mentions=("trust_pickles",))
     check_trial_command(config, settings)
     source = _predictor_source(settings.predictor, tuner, config_dir)
     predictor = as_hardware_predictor(source, settings.space, settings.input_size,
@@ -417,12 +425,12 @@ def _check_run_options(port: Any, trials: Any, timeout: Any) -> None:
         return isinstance(value, int) and not isinstance(value, bool)
 
     if port is not None and not (whole(port) and 1 <= port <= 65535):
-        raise HwAwareError(f"--port must be a port number from 1 to 65535, got {port!r}")
+        raise ParameterError(f"port must be a port number from 1 to 65535, got {port!r}", parameter="port")
     if trials is not None and not (whole(trials) and trials >= 1):
-        raise HwAwareError(f"--trials must be at least 1, got {trials!r}")
+        raise ParameterError(f"trials must be at least 1, got {trials!r}", parameter="trials")
     if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
             and timeout > 0):
-        raise HwAwareError(f"--timeout must be a positive number of seconds, got {timeout!r}")
+        raise ParameterError(f"timeout must be a positive number of seconds, got {timeout!r}", parameter="timeout")
 
 
 def _effective_config(config: dict[str, Any], config_path: Path, out: Path, trials: int | None) -> dict[str, Any]:
@@ -480,41 +488,46 @@ def _create(effective: Path, port: int) -> str:
 
 
 def _follow(port: int, wanted: int, timeout: float,
-            say: Callable[[str], None]) -> tuple[str, list[str], list[dict[str, Any]], bool]:
-    """Poll the experiment until it is over or ``timeout`` seconds pass.
+            show_progress: bool) -> tuple[str, list[str], list[dict[str, Any]], bool]:
+    """Poll the experiment until it is over or ``timeout`` seconds pass, with a progress bar of the trials.
 
     Returns its last status, NNI's error messages, the trials, and whether the time ran out.
     """
     start = time.monotonic()
-    status, errors, all_trials, shown, shown_at = "RUNNING", [], [], None, 0.0
-    while time.monotonic() - start < timeout:
-        try:
-            checked = rest(port, "check-status")
-            status, errors = checked["status"], [str(e) for e in checked.get("errors") or []]
-            all_trials = read_trials(port)
-            sent = int(rest(port, "experiment").get("nextSequenceId") or 0) if status in NO_MORE_STATES else 0
-        except (OSError, ValueError, KeyError) as exc:
-            raise HwAwareError(f"lost NNI's manager on port {port} ({exc})") from None
-        finished = [t for t in all_trials if t["status"] in TRIAL_FINAL_STATES]
-        running = len(all_trials) - len(finished)
-        accs = [t["result"]["default"] for t in finished if t["result"]]
-        elapsed = time.monotonic() - start
-        progress = (len(finished), running, max(accs) if accs else None)
-        if progress != shown or elapsed - shown_at >= 60:  # on news, else once a minute
-            eta = f"{elapsed / len(finished) * (wanted - len(finished)):.0f} s" if finished and wanted else "?"
-            say(f"[nas] trials done {len(finished)}/{wanted or '?'} (running {running}), "
-                + (f"best accuracy {max(accs):.4f}, " if accs else "") + f"elapsed {elapsed:.0f} s, ETA {eta}")
-            shown, shown_at = progress, elapsed
-        if status in FINAL_STATES:
-            break
-        # no more trials (spent, or the tuner gave up: TUNER_NO_MORE_TRIAL) and none running or still queued
-        # (nextSequenceId counts every trial the tuner sent, also those the manager has not started yet)
-        if status in NO_MORE_STATES and running == 0 and sent <= len(all_trials):
-            break
-        time.sleep(2)
-    else:
-        return status, errors, all_trials, True
-    return status, errors, all_trials, False
+    status, errors, all_trials, timed_out = "RUNNING", [], [], True
+    with progress_bar(wanted or None, "[nas] trials done", enabled=show_progress, unit="trial") as bar:
+        while time.monotonic() - start < timeout:
+            try:
+                checked = rest(port, "check-status")
+                status, errors = checked["status"], [str(e) for e in checked.get("errors") or []]
+                all_trials = read_trials(port)
+                sent = int(rest(port, "experiment").get("nextSequenceId") or 0) if status in NO_MORE_STATES else 0
+            except (OSError, ValueError, KeyError) as exc:
+                raise HwAwareError(f"lost NNI's manager on port {port} ({exc})") from None
+            finished = [t for t in all_trials if t["status"] in TRIAL_FINAL_STATES]
+            running = len(all_trials) - len(finished)
+            _show_trials(bar, len(finished), running, [t["result"]["default"] for t in finished if t["result"]])
+            if status in FINAL_STATES:
+                timed_out = False
+                break
+            # no more trials (spent, or the tuner gave up: TUNER_NO_MORE_TRIAL) and none running or still queued
+            # (nextSequenceId counts every trial the tuner sent, also those the manager has not started yet)
+            if status in NO_MORE_STATES and running == 0 and sent <= len(all_trials):
+                timed_out = False
+                break
+            time.sleep(2)
+    return status, errors, all_trials, timed_out
+
+
+def _show_trials(bar: Any, finished: int, running: int, accuracies: list[float]) -> None:
+    """Advance the trials' progress bar; redraw it at once when a trial starts or ends (news)."""
+    postfix = f"running {running}" + (f", best accuracy {max(accuracies):.4f}" if accuracies else "")
+    news = postfix != getattr(bar, "postfix", None) or finished != bar.n  # a disabled bar has none
+    bar.set_postfix_str(postfix, refresh=False)
+    if finished != bar.n:
+        bar.update(finished - bar.n)
+    if news:
+        bar.refresh()
 
 
 def _outcome(status: str, errors: list[str], rows: list[dict[str, Any]], timed_out: bool, experiment_dir: Path,
@@ -556,6 +569,8 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
         fails, ends without a successful trial, or is interrupted is always stopped.
     timeout
         Seconds to wait for the experiment before reporting what finished so far.
+    progress
+        Show a progress bar of the trials on stderr (the messages go to this module's logger).
     trust_pickles
         Allow a config that trusts nn-Meter's pickles (see :func:`preflight`).
     """
@@ -564,7 +579,8 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
     _check_run_options(port, trials, timeout)
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
-        raise HwAwareError(f"--out {out} is a file; pass a folder for the results and NNI's working directory")
+        raise ParameterError(f"out {out} is a file; pass a folder for the results and NNI's working directory",
+                             parameter="out")
     config_path = Path(config_path).resolve()
     config = load_config(config_path)
     info = preflight(config, config_path.parent, trust_pickles=trust_pickles)
@@ -572,19 +588,19 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HwAwareError(f"cannot create the output folder {out} ({exc.strerror}); pass another --out") from None
+        raise HwAwareError(f"cannot create the output folder {out} ({exc.strerror}); pass another out",
+                           mentions=("out",)) from None
     effective = out / "experiment.yml"
-    effective.write_text(yaml.safe_dump(effective_config, sort_keys=False))
+    write_text_atomically(effective, yaml.safe_dump(effective_config, sort_keys=False))
     port = free_port(port or 8080)
     experiment_id = _create(effective, port)
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     web_ui = f"http://localhost:{port}"
-    say(f"[nas] experiment {experiment_id} started; web UI {web_ui}")
+    logger.info("[nas] experiment %s started; web UI %s", experiment_id, web_ui)
     stopped = False
     try:
         wanted = int(effective_config.get("maxTrialNumber") or 0)
         with _terminate_as_interrupt():
-            status, errors, all_trials, timed_out = _follow(port, wanted, timeout, say)
+            status, errors, all_trials, timed_out = _follow(port, wanted, timeout, progress)
         experiment_dir = out / "nni-experiments" / experiment_id
         rows = summarize(all_trials, info["space"])
         report = {
@@ -599,7 +615,7 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
             report["message"] = message
         if stop or status == "ERROR" or not rows:
             if not stop:
-                say(f"[nas] stopping experiment {experiment_id}: it ended without a result")
+                logger.info("[nas] stopping experiment %s: it ended without a result", experiment_id)
             report["stopped"] = True
             report["left_running"] = stop_experiment(experiment_id)
             stopped = True
@@ -608,7 +624,7 @@ def run_experiment(config_path: str | Path, *, out: str | Path = "runs/quickstar
     except BaseException as exc:
         if not stopped:
             what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            say(f"[nas] {what}; stopping experiment {experiment_id}")
+            logger.info("[nas] %s; stopping experiment %s", what, experiment_id)
             stop_experiment(experiment_id)
         raise
 
@@ -636,10 +652,9 @@ def _terminate_as_interrupt() -> Any:
 
 def _write_outputs(out: Path, report: dict[str, Any]) -> None:
     from nni_hwaware.plots import pareto_accuracy_latency
-    from nni_hwaware.spaces.export import write_atomically
 
     rows = report["rows"]
-    write_atomically(out / "results.json", json.dumps(report, indent=1).encode())
+    write_json_atomically(out / "results.json", report, indent=1)
     buffer = io.StringIO()
     fields = ["trial", "accuracy", "latency_ms", "energy_mj", "source", "energy_source", "within_budget",
               "in_distribution", "pareto", "arch"]
@@ -647,15 +662,14 @@ def _write_outputs(out: Path, report: dict[str, Any]) -> None:
     writer.writeheader()
     for r in rows:
         writer.writerow(dict(r, arch=json.dumps(r["arch"], separators=(",", ":"))))
-    write_atomically(out / "trials.csv", buffer.getvalue().encode())
+    write_text_atomically(out / "trials.csv", buffer.getvalue())
     if rows:
         budget = report["preflight"].get("budget") or {}
-        tmp = out / ".pareto.tmp.png"
-        pareto_accuracy_latency(rows, tmp, latency_budget=budget.get("latency_ms"),
-                                energy_budget=budget.get("energy_mj"),
-                                title=f"{report['experiment_id']}: {report['preflight']['space']} "
-                                      f"({report['preflight']['predictor']['kind']} predictor)")
-        tmp.replace(out / "pareto.png")
+        with atomic_path(out / "pareto.png") as tmp:
+            pareto_accuracy_latency(rows, tmp, latency_budget=budget.get("latency_ms"),
+                                    energy_budget=budget.get("energy_mj"),
+                                    title=f"{report['experiment_id']}: {report['preflight']['space']} "
+                                          f"({report['preflight']['predictor']['kind']} predictor)")
 
 
 def format_report(report: dict[str, Any], top: int = 5) -> str:

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nni_hwaware.artifacts import write_json_atomically
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.hardware import measurer_fingerprint
 from nni_hwaware.nas.constraints import FALLBACK_PROTOCOLS, FALLBACK_RUNS, Budget, Verdict
@@ -313,8 +314,6 @@ class MeasuredFallback:
         The folder is ``refits/NNNN`` beside the store; ``refits/latest.json`` then points at it and later
         estimates here come from it. Returns the refit record (what was added, held-out figures, ``folder``).
         """
-        from nni_hwaware.spaces.export import write_atomically
-
         rows = self.training_rows()
         if not len(rows):
             raise HwAwareError(f"no usable measurement of the {self.base.kind} predictor's device with the "
@@ -338,10 +337,9 @@ class MeasuredFallback:
             shutil.rmtree(out, ignore_errors=True)
             raise
         record["folder"] = str(out)
-        write_atomically(root / LATEST, json.dumps({
+        write_json_atomically(root / LATEST, {
             "folder": str(out), "number": int(out.name), "base": card["base"], "kind": self.predictor.kind,
-            "space": self.base.space.name, "input_size": self.base.input_size, "at": time.time()},
-            indent=1).encode())
+            "space": self.base.space.name, "input_size": self.base.input_size, "at": time.time()}, indent=1)
         self.refits.append(record)
         return record
 

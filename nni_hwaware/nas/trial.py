@@ -38,7 +38,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nni_hwaware.artifacts import write_json_atomically
 from nni_hwaware.errors import HwAwareError
+from nni_hwaware.measure.progress import log_to_stderr
 from nni_hwaware.nas.constraints import (
     FALLBACK_RUNS,
     HARDWARE_KEY,
@@ -307,6 +309,7 @@ def _params(text: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one trial; exit status 2 with a one-line ``error:`` for anything the user can fix."""
+    log_to_stderr()  # the library's messages reach NNI's trial log (the trial's stderr)
     try:
         args = build_parser().parse_args(argv)
         check_trial_options(args)
@@ -321,11 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         arch, result = evaluate(args, params)
         out_dir = os.environ.get("NNI_OUTPUT_DIR")
         if out_dir:
-            from nni_hwaware.spaces.export import write_atomically
-
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-            write_atomically(Path(out_dir) / "result.json",
-                             json.dumps({"arch": arch, "result": result}, indent=1).encode())
+            write_json_atomically(Path(out_dir) / "result.json", {"arch": arch, "result": result}, indent=1)
     except HwAwareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,13 +14,16 @@ files and the registry, each atomically.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from nn_meter.builder.backend_meta.utils import Latency, ProfiledResults
 from nn_meter.builder.backends import BaseBackend, BaseParser, BaseProfiler
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
+
+logger = logging.getLogger(__name__)
 
 #: The nn-Meter backend names we register, and the measurement backend behind each.
 BACKEND_NAMES = {"hwaware_onnxruntime": "onnxruntime", "hwaware_tensorrt": "tensorrt"}
@@ -111,7 +114,7 @@ class _MeasurerBackend(BaseBackend):
 
     def test_connection(self) -> None:
         description = self.profiler.measurer.backend.describe()
-        print(f"{type(self).__name__}: {json.dumps(description, default=str)}")
+        logger.info("%s: %s", type(self).__name__, json.dumps(description, default=str))
 
 
 class OnnxRuntimeCPUBackend(_MeasurerBackend):
@@ -154,7 +157,7 @@ def register_backends(folder: str | Path | None = None) -> list[str]:
     from nn_meter.utils.nn_meter_cli import registry as nn_meter_registry
 
     import nni_hwaware
-    from nni_hwaware.spaces.export import write_atomically
+    from nni_hwaware.artifacts import write_atomically
 
     meta_dir = default_meta_dir() if folder is None else Path(folder)
     config_dir = Path(nn_meter_registry.__user_config_folder__)  # read now: tests point it elsewhere
@@ -169,7 +172,8 @@ def register_backends(folder: str | Path | None = None) -> list[str]:
         meta_dir.mkdir(parents=True, exist_ok=True)
         config_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HwAwareError(f"cannot create {exc.filename}: {exc.strerror}; choose a writable --meta-dir") from None
+        raise HwAwareError(f"cannot create {exc.filename}: {exc.strerror}; choose a writable folder",
+                           parameter="folder") from None
     for name, meta in metas.items():
         write_atomically(meta_dir / f"{name}.yaml", yaml.safe_dump(meta).encode())
         # what nn-Meter's register_module records: the meta data without its name, under the name
@@ -180,10 +184,10 @@ def register_backends(folder: str | Path | None = None) -> list[str]:
 
 def _check_meta_dir(meta_dir: Path, *, must_have_parent: bool) -> None:
     if meta_dir.exists() and not meta_dir.is_dir():
-        raise HwAwareError(f"--meta-dir {meta_dir} is a file, not a folder; give a folder for the meta files")
+        raise ParameterError(f"folder {meta_dir} is a file; give a folder for the meta files", parameter="folder")
     if must_have_parent and not meta_dir.exists() and not meta_dir.parent.is_dir():
-        raise HwAwareError(f"--meta-dir {meta_dir}: folder {meta_dir.parent} does not exist; create it or give "
-                           "another folder")
+        raise ParameterError(f"folder {meta_dir}: its parent {meta_dir.parent} does not exist; create it or give "
+                             "another folder", parameter="folder")
 
 
 def _read_registry(config_dir: Path, registry_file: Path) -> dict[str, Any]:

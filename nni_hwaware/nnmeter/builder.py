@@ -35,6 +35,7 @@ files are nn-Meter's format (pickled scikit-learn models): they load only with a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -46,8 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.errors import HwAwareError, ParameterError
+from nni_hwaware.measure.progress import progress_bar
 from nni_hwaware.nnmeter.predictor import NN_METER_OPSET
+
+logger = logging.getLogger(__name__)
 
 #: Kernels nn-Meter builds when no search space narrows the list (its ``predictorbuild_config.yaml``).
 ALL_KERNELS = ("conv-bn-relu", "dwconv-bn-relu", "maxpool", "avgpool", "fc", "concat", "split", "channelshuffle",
@@ -86,50 +90,55 @@ class BuildSettings:
         nn-Meter's pairwise test cases to run (``conv_relu``, ...); empty = every one in its config.
     """
 
-    backend: str = "onnxruntime"
-    kernels: list[str] = field(default_factory=list)
-    space: str | None = None
-    input_size: int | None = None
+    # metadata["help"]: one line per field, for the command line's options (nni_hwaware.cli.options)
+    backend: str = field(default="onnxruntime", metadata={"help": "onnxruntime (CPU) or tensorrt"})
+    kernels: list[str] = field(default_factory=list, metadata={
+        "help": f"kernels to build (default: all or the space's): {','.join(ALL_KERNELS)}"})
+    space: str | None = field(default=None, metadata={"help": "build only the kernels this search space needs"})
+    input_size: int | None = field(default=None, metadata={
+        "help": "input size of that space's architectures (default: the space's)"})
     detect_samples: int = 5
-    fusion_testcases: list[str] = field(default_factory=list)
-    init_samples: int = 60
-    conv_init_samples: int = 200
-    iterations: int = 2
-    finegrained_samples: int = 5
+    fusion_testcases: list[str] = field(default_factory=list, metadata={
+        "help": "nn-Meter test cases, e.g. conv_relu,add_relu (default: all of nn-Meter's)"})
+    init_samples: int = field(default=60, metadata={"help": "prior samples of each kernel"})
+    conv_init_samples: int = field(default=200, metadata={"help": "prior samples of the conv and dwconv kernels"})
+    iterations: int = field(default=2, metadata={"help": "sampling iterations (the first is the prior's)"})
+    finegrained_samples: int = field(default=5, metadata={
+        "help": "configurations added around each large-error one per further iteration"})
     error_threshold: float = 0.1
-    max_mmacs: float = 400.0
-    threads: int = 1
-    runs: int = 30
-    seed: int = 0
+    max_mmacs: float = field(default=400.0, metadata={"help": "leave out kernels over this many million MACs"})
+    threads: int = field(default=1, metadata={"help": "inference threads of every kernel measurement"})
+    runs: int = field(default=30, metadata={"help": "timed runs per kernel"})
+    seed: int = field(default=0, metadata={"help": "seed of nn-Meter's samplers"})
 
     def check(self) -> None:
         """Check every setting (a one-line error names the parameter); nothing is read or written."""
         if self.backend not in ("onnxruntime", "tensorrt"):
-            raise HwAwareError(f"--backend must be onnxruntime or tensorrt, got {self.backend!r}")
+            raise ParameterError(f"backend must be onnxruntime or tensorrt, got {self.backend!r}", parameter="backend")
         unknown = [k for k in self.kernels if k not in ALL_KERNELS]
         if unknown:
-            raise HwAwareError(f"unknown nn-Meter kernels {unknown}; choose from {', '.join(ALL_KERNELS)}")
+            raise ParameterError(f"kernels: unknown nn-Meter kernels {unknown}; choose from {', '.join(ALL_KERNELS)}",
+                                 parameter="kernels")
         # nn-Meter holds out 20 % of a kernel's samples to test: fewer than 5 leaves no test sample
-        for flag, value, low in (("--init-samples", self.init_samples, 5),
-                                 ("--conv-init-samples", self.conv_init_samples, 5),
-                                 ("--iterations", self.iterations, 1),
-                                 ("--finegrained-samples", self.finegrained_samples, 1),
-                                 ("--runs", self.runs, 1), ("--threads", self.threads, 1), ("--seed", self.seed, 0),
-                                 ("detect_samples", self.detect_samples, 1)):
+        for name, low in (("init_samples", 5), ("conv_init_samples", 5), ("iterations", 1),
+                          ("finegrained_samples", 1), ("runs", 1), ("threads", 1), ("seed", 0), ("detect_samples", 1)):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise HwAwareError(f"{flag} must be an integer >= {low}, got {value!r}")
-        for flag, value in (("--max-mmacs", self.max_mmacs), ("error_threshold", self.error_threshold)):
+                raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}", parameter=name)
+        for name in ("max_mmacs", "error_threshold"):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise HwAwareError(f"{flag} must be a positive finite number, got {value!r}")
+                raise ParameterError(f"{name} must be a positive finite number, got {value!r}", parameter=name)
         if self.input_size is not None and not self.space:
-            raise HwAwareError("--input-size needs --space (it is the input size of that space's architectures)")
+            raise ParameterError("input_size needs space; give both or neither", parameter="input_size",
+                                 mentions=("space",))
         from nn_meter.builder.backend_meta.fusion_rule_tester.utils import __BUILTIN_OPERATORS__
 
         bad = [c for c in self.fusion_testcases
                if len(c.split("_")) != 2 or not set(c.split("_")) <= set(__BUILTIN_OPERATORS__)]
         if bad:
-            raise HwAwareError(f"fusion test cases must be OP_OP with nn-Meter operators "
-                               f"({', '.join(__BUILTIN_OPERATORS__)}); got {bad}")
+            raise ParameterError(f"fusion_testcases: fusion test cases must be OP_OP with nn-Meter operators "
+                                 f"({', '.join(__BUILTIN_OPERATORS__)}); got {bad}", parameter="fusion_testcases")
 
 
 #: What marks a folder as an nn-Meter build of ours (resumed rather than refused).
@@ -149,7 +158,7 @@ def check_build_folder(out: str | Path) -> Path:
             return declared_kind(folder) == "nn_meter"
         return any((folder / m).exists() for m in BUILD_MARKERS)
 
-    return refuse_foreign_folder(out, "--out", earlier_build, "an nn-Meter build")
+    return refuse_foreign_folder(out, "out", earlier_build, "an nn-Meter build")
 
 
 def _kernel_mmacs(config: dict[str, Any]) -> float:
@@ -166,7 +175,8 @@ def export_nn_meter_module(model: Any, shapes: list[Any], path: Path, batch_size
     """Export an nn-Meter torch kernel or test case the way nn-Meter does, with the TorchScript exporter."""
     from nn_meter.builder.nn_modules.torch_networks.utils import get_inputs_by_shapes
 
-    from nni_hwaware.spaces.export import module_to_onnx_bytes, write_atomically
+    from nni_hwaware.artifacts import write_atomically
+    from nni_hwaware.spaces.export import module_to_onnx_bytes
 
     onnx = module_to_onnx_bytes(model, get_inputs_by_shapes(shapes, batch_size), opset=NN_METER_OPSET)
     return write_atomically(path, onnx)
@@ -182,7 +192,8 @@ class NnMeterBuild:
     settings
         :class:`BuildSettings`.
     log
-        Receives progress lines (kernels done, ETA).
+        Receives the build's messages (default: this module's logger, at INFO); the profiling progress is a
+        progress bar on stderr.
     measurer
         Times kernels and test models instead of a measurer of this machine built from ``settings`` (a remote
         device's: :func:`~nni_hwaware.measure.runner.make_measurer` with ``device="ssh://..."``); its device
@@ -194,13 +205,13 @@ class NnMeterBuild:
     >>> summary = build.run()  # doctest: +SKIP
     """
 
-    def __init__(self, out: str | Path, settings: BuildSettings, log: Callable[[str], None] = print,
+    def __init__(self, out: str | Path, settings: BuildSettings, log: Callable[[str], None] | None = None,
                  measurer: Any = None) -> None:
         settings.check()
         self.measurer = measurer
         self.out = check_build_folder(out)
         self.settings = settings
-        self.log = log
+        self.log = log or logger.info
         self.workspace = self.out / "workspace"
         self.predictor_dir = self.out / "predictor"
         self.profiled = 0
@@ -251,18 +262,13 @@ class NnMeterBuild:
 
         total = sum(len(m) for m in models.values())
         backend = self.backend()
-        start = time.monotonic()
-        done = [0]
         inner_profile = backend.profile
+        bar = progress_bar(total, f"nn-meter {label} profiled")
 
         def profile_with_progress(*args: Any, **kwargs: Any) -> Any:
             result = inner_profile(*args, **kwargs)
-            done[0] += 1
             self.profiled += 1
-            if done[0] % 10 == 0 or done[0] == total:
-                rate = done[0] / max(time.monotonic() - start, 1e-9)
-                eta = (total - done[0]) / rate if rate > 0 else 0
-                self.log(f"nn-meter {label}: {done[0]}/{total} profiled  ETA {eta:.0f} s")
+            bar.update(1)
             return result
 
         backend.profile = profile_with_progress
@@ -271,6 +277,7 @@ class NnMeterBuild:
                                   broken_point_mode=True, log_frequency=10)
         finally:
             backend.profile = inner_profile
+            bar.close()
 
     # ------------------------------------------------------------------ fusion rules
     def detect_fusion_rules(self) -> dict[str, Any]:
@@ -303,7 +310,7 @@ class NnMeterBuild:
                     failed.append(f"{name}: {type(exc).__name__}: {exc}")
             (ws / "results").mkdir(parents=True, exist_ok=True)
             _write(ws / "results" / "testcase_errors.log", "\n".join(failed))
-            from nni_hwaware.spaces.export import write_atomically
+            from nni_hwaware.artifacts import write_atomically
 
             write_atomically(cases_file, json.dumps(testcases, indent=1).encode())
             self.log(f"nn-meter fusion rules: {len(testcases)} test cases built, {len(failed)} not buildable "
@@ -368,7 +375,7 @@ class NnMeterBuild:
             path = export_nn_meter_module(instance.get_model(), instance.input_tensor_shape,
                                           ws / "kernels" / f"{kernel}_{mark}_{i:05d}.onnx")
             items[f"{mark}_{i:05d}"] = {"model": str(path), "shapes": instance.input_tensor_shape, "config": config}
-        from nni_hwaware.spaces.export import write_atomically
+        from nni_hwaware.artifacts import write_atomically
 
         models = {kernel: items}
         write_atomically(models_file, json.dumps(models, indent=1).encode())
@@ -424,12 +431,10 @@ class NnMeterBuild:
     # ------------------------------------------------------------------ all
     def run(self) -> dict[str, Any]:
         """Fusion rules, then every kernel; writes ``build.json`` and ``predictor.yaml``; returns the summary."""
-        import logging
-
         import yaml
 
         t0 = time.monotonic()
-        # nn-Meter logs a line per 10 models; our progress lines say the same with an ETA
+        # nn-Meter logs a line per 10 models; our progress bar says the same with an ETA
         logging.getLogger("nn-Meter").setLevel(logging.WARNING)
         self.out.mkdir(parents=True, exist_ok=True)
         self.prepare_workspace()
@@ -462,8 +467,8 @@ class NnMeterBuild:
 
     def _write_summary(self, path: Path, rules: dict[str, Any], results: dict[str, Any], previous: dict[str, Any],
                        t0: float, testcase_models: int) -> dict[str, Any]:
+        from nni_hwaware.artifacts import write_atomically
         from nni_hwaware.measure.backends import host_description
-        from nni_hwaware.spaces.export import write_atomically
 
         kernel_samples = sum(r["samples"] for r in results.values())
         summary = {
@@ -480,7 +485,7 @@ class NnMeterBuild:
         return summary
 
 
-def build_nn_meter_predictor(out: str | Path, settings: BuildSettings, log: Callable[[str], None] = print,
+def build_nn_meter_predictor(out: str | Path, settings: BuildSettings, log: Callable[[str], None] | None = None,
                              measurer: Any = None) -> dict[str, Any]:
     """Run (or resume) an nn-Meter predictor build; see :class:`NnMeterBuild`."""
     return NnMeterBuild(out, settings, log, measurer).run()
@@ -488,7 +493,7 @@ def build_nn_meter_predictor(out: str | Path, settings: BuildSettings, log: Call
 
 def _write(path: Path, data: str | bytes) -> None:
     """Write a build file atomically: an interrupted build never leaves half a file to resume from."""
-    from nni_hwaware.spaces.export import write_atomically
+    from nni_hwaware.artifacts import write_atomically
 
     write_atomically(path, data.encode() if isinstance(data, str) else data)
 

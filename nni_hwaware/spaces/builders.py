@@ -97,7 +97,10 @@ class SqueezeExcite(nn.Module):
 
 
 def _activation(name: str) -> nn.Module:
-    return nn.Hardswish(inplace=True) if name == "hswish" else nn.ReLU(inplace=True)
+    """``hswish``, ``relu6`` (MobileNetV2, in the Jetson zoo) or ReLU (anything else)."""
+    if name == "hswish":
+        return nn.Hardswish(inplace=True)
+    return nn.ReLU6(inplace=True) if name == "relu6" else nn.ReLU(inplace=True)
 
 
 class InvertedResidual(nn.Module):
@@ -238,7 +241,8 @@ def _build_convnet(
     if min(sizes) < 1:
         raise HwAwareError(
             f"this convnet architecture shrinks a {input_size}x{input_size} input below 1x1 "
-            f"(sizes {sizes}); use a larger --input-size or smaller kernels / larger padding"
+            f"(sizes {sizes}); use a larger input_size or smaller kernels / larger padding",
+            mentions=("input_size",),
         )
     layers: list[nn.Module] = []
     in_ch = int(space.defaults["in_channels"])

@@ -92,22 +92,24 @@ def check_int(value: Any, name: str, lo: int, hi: int, what: str, why: str = "")
     why
         Why ``hi`` is the cap, for the message when the value is above it.
     """
+    parameter = name if name.isidentifier() else None  # "counts[2]" is an element, not a parameter
     if not is_int(value) or value < lo:
-        raise ParameterError(f"{name} must be {what}, got {show(value)}")
+        raise ParameterError(f"{name} must be {what}, got {show(value)}", parameter=parameter)
     if value > hi:
         reason = f" ({why})" if why else ""
-        raise ParameterError(f"{name} must be at most {hi}{reason}, got {show(value)}")
+        raise ParameterError(f"{name} must be at most {hi}{reason}, got {show(value)}", parameter=parameter)
     return int(value)
 
 
 def check_positive_real(value: Any, name: str, hi: float, why: str = "") -> float:
     """Return ``value`` as a float if it is a finite number in ``(0, hi]``, else raise :class:`ParameterError`."""
     number = finite_real(value)
+    parameter = name if name.isidentifier() else None
     if number is None or number <= 0:
-        raise ParameterError(f"{name} must be a positive finite number, got {show(value)}")
+        raise ParameterError(f"{name} must be a positive finite number, got {show(value)}", parameter=parameter)
     if number > hi:
         reason = f" ({why})" if why else ""
-        raise ParameterError(f"{name} must be at most {hi:g}{reason}, got {show(value)}")
+        raise ParameterError(f"{name} must be at most {hi:g}{reason}, got {show(value)}", parameter=parameter)
     return number
 
 
@@ -130,7 +132,7 @@ def check_count(n: Any, name: str = "n") -> int:
 def check_bins(bins: Any) -> int:
     """A number of bins of total block count: a positive integer (more bins than totals are merged)."""
     if not is_int(bins) or bins < 1:
-        raise ParameterError(f"bins must be a positive integer, got {show(bins)}")
+        raise ParameterError(f"bins must be a positive integer, got {show(bins)}", parameter="bins")
     return int(bins)
 
 

@@ -8,8 +8,11 @@ runs it, exports it to ONNX and runs that with onnxruntime, freezes the same arc
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 DEMO_INPUT = {"resnet": 32, "mobilenetv3": 32, "densenet": 32, "convnet": 32}
 
@@ -20,9 +23,9 @@ def run_demo(out: Path, per_space: int, seed: int) -> list[dict]:
     import onnxruntime as ort
     import torch
 
+    from nni_hwaware.artifacts import write_atomically
     from nni_hwaware.spaces import build_module, example_input, export_onnx, list_spaces, load_space
     from nni_hwaware.spaces import sample_architectures as sample
-    from nni_hwaware.spaces.export import write_atomically
     from nni_hwaware.spaces.nni_space import HwModelSpace, arch_to_sample, hpo_search_space
 
     out.mkdir(parents=True, exist_ok=True)
@@ -30,8 +33,8 @@ def run_demo(out: Path, per_space: int, seed: int) -> list[dict]:
     for name in list_spaces():
         space = load_space(name)
         size = DEMO_INPUT.get(name, space.input_size)
-        print(f"\n== {name}: {space.num_architectures:.3e} architectures, units "
-              f"{[(u.name, u.min_depth, u.max_depth) for u in space.units]}")
+        logger.info("== %s: %.3e architectures, units %s", name, space.num_architectures,
+                    [(u.name, u.min_depth, u.max_depth) for u in space.units])
         write_atomically(out / f"{name}.nni-hpo.json", json.dumps(hpo_search_space(space), indent=1).encode())
         model_space = HwModelSpace(name, input_size=size)
         for arch in sample(space, per_space, seed=seed, strategy="balanced"):
@@ -57,7 +60,7 @@ def run_demo(out: Path, per_space: int, seed: int) -> list[dict]:
                 "onnx": str(onnx_path),
             }
             rows.append(row)
-            print(f"  {arch_id}  blocks={row['total_blocks']:>3}  params={row['params_M']:>8.3f}M  "
-                  f"onnxruntime {ort_ms:7.2f} ms at {size}x{size} (5-run mean, not a measurement protocol)")
+            logger.info("  %s  blocks=%3d  params=%8.3fM  onnxruntime %7.2f ms at %dx%d (5-run mean, not a "
+                        "measurement protocol)", arch_id, row["total_blocks"], row["params_M"], ort_ms, size, size)
     write_atomically(out / "summary.json", json.dumps(rows, indent=1).encode())
     return rows

@@ -1,17 +1,16 @@
-"""ONNX export of one architecture, written atomically so a failed export never leaves a partial file."""
+"""ONNX export of one architecture, written atomically so a failed export never leaves a partial file
+(:func:`nni_hwaware.artifacts.write_atomically`)."""
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nni_hwaware.errors import HwAwareError
+from nni_hwaware.artifacts import write_atomically
 from nni_hwaware.spaces.builders import build_module, example_input
 from nni_hwaware.spaces.schema import SearchSpace
 
@@ -28,29 +27,6 @@ def module_to_onnx_bytes(model: torch.nn.Module, example: Any, opset: int = OPSE
             input_names=["input"], output_names=["output"],
         )
     return buffer.getvalue()
-
-
-def write_atomically(path: str | Path, data: bytes) -> Path:
-    """Write bytes to ``path`` through a temporary file in the same folder, so readers never see half a file."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise HwAwareError(f"cannot write {path}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise HwAwareError(f"cannot write {path}: {exc.strerror}; choose a writable location") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; give them the usual permissions
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise HwAwareError(f"cannot write {path}: {exc.strerror}; choose a writable location") from None
-    return path
 
 
 def export_onnx(

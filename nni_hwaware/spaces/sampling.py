@@ -67,7 +67,8 @@ def sample_architectures(
     10
     """
     if strategy not in STRATEGIES:
-        raise ParameterError(f"strategy must be one of {', '.join(STRATEGIES)}, got {show(strategy)}")
+        raise ParameterError(f"strategy must be one of {', '.join(STRATEGIES)}, got {show(strategy)}",
+                             parameter="strategy")
     n, seed, bins = check_count(n), check_seed(seed), check_bins(bins)
     _check_room(space, n, exclude)
     rng = np.random.default_rng(seed)
@@ -107,7 +108,8 @@ def sample_per_bin(
     """
     seed = check_seed(seed)
     if not isinstance(counts, list | tuple) or not counts:
-        raise ParameterError(f"counts must be a non-empty list of per-bin counts, got {show(counts)}")
+        raise ParameterError(f"counts must be a non-empty list of per-bin counts, got {show(counts)}",
+                             parameter="counts")
     counts = [check_count(c, f"counts[{i}]") for i, c in enumerate(counts)]
     check_count(sum(counts), "sum(counts)")
     rng = np.random.default_rng(seed)
