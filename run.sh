@@ -47,7 +47,9 @@ case "${1:-}" in
     test)
         ensure_venv dev
         shift
-        exec "$VENV/bin/python" -m pytest -q "$@"
+        # Two workers (pytest-xdist), one per core of a CI machine; a file's tests stay on one worker, so its
+        # module fixtures are built once. PYTEST_WORKERS=0 runs everything in this process.
+        exec "$VENV/bin/python" -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
         ;;
     *)
         echo "usage: ./run.sh main|test [args]" >&2
