@@ -49,6 +49,9 @@ case "${1:-}" in
         shift
         # Two workers (pytest-xdist), one per core of a CI machine; a file's tests stay on one worker, so its
         # module fixtures are built once. PYTEST_WORKERS=0 runs everything in this process.
+        # One OpenMP thread per process: two workers on two cores (and a busy machine) with torch's default of
+        # one thread per core spin-wait against each other, which made single tests up to 20x slower.
+        export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
         exec "$VENV/bin/python" -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
         ;;
     *)
