@@ -64,9 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", default="50,100,200,400", help="training sizes, comma-separated")
     p.add_argument("--encodings", default=",".join(ENCODINGS))
     p.add_argument("--surrogates", default="mlp,gb,rf")
-    p.add_argument("--test-size", type=int, default=100)
-    p.add_argument("--bins", type=int, default=5)
-    p.add_argument("--acc-th", type=float, default=0.95)
+    esm = ESMConfig()  # the loop's defaults; compare's convergence run starts smaller (--initial, --step)
+    p.add_argument("--test-size", type=int, default=esm.test_size)
+    p.add_argument("--bins", type=int, default=esm.bins)
+    p.add_argument("--acc-th", type=float, default=esm.acc_th)
     p.add_argument("--initial", type=int, default=100, help="N_I of the convergence comparison")
     p.add_argument("--step", type=int, default=50, help="N_step of the convergence comparison")
     p.add_argument("--lut", action="store_true",
@@ -75,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-pickles", action="store_true",
                    help="load the --nn-meter folder's pickle files (they run code when loaded: only folders you trust)")
     p.add_argument("--qc-strict", action="store_true", help="leave out models whose QC check failed (drift)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=esm.seed)
     p.add_argument("--out", default=None, help="folder for compare.md, compare.csv and plots")
     p.set_defaults(func=_compare)
 

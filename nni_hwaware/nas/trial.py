@@ -88,11 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measuring protocol (default: the predictor's own)")
     hw.add_argument("--allow-device-mismatch", action="store_true", default=None,
                     help="measure on another device than the predictor's (recorded)")
-    p.add_argument("--accuracy", default="digits", help="digits | synflow | images:FOLDER")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-train", type=int, default=600)
-    p.add_argument("--train-width-mult", type=float, default=0.0625)
-    p.add_argument("--seed", type=int, default=0)
+    # the training settings' defaults are AccuracySettings', the one place they are written
+    from nni_hwaware.nas.accuracy import AccuracySettings  # torch: only once the trial's options are read
+
+    accuracy = AccuracySettings()
+    p.add_argument("--accuracy", default=accuracy.method, help="digits | synflow | images:FOLDER")
+    p.add_argument("--epochs", type=int, default=accuracy.epochs)
+    p.add_argument("--max-train", type=int, default=accuracy.max_train)
+    p.add_argument("--train-width-mult", type=float, default=accuracy.width_mult)
+    p.add_argument("--seed", type=int, default=accuracy.seed)
     p.add_argument("--fallback", default="none", choices=FALLBACKS, help="measure undecided candidates with it")
     p.add_argument("--db", default=None, help=f"measurement store of the fallback (default: the tuner's "
                    f"refit_db, else {DEFAULT_DB})")
