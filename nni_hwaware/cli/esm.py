@@ -8,6 +8,7 @@ build writes with ``ESMResult.save``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from nni_hwaware.artifacts import check_output_dir
@@ -104,7 +105,11 @@ def _build(args: argparse.Namespace) -> int:
         measurer.close()
         raise
     try:
-        measure = store_backed_measure(space, measurer, store, input_size=size, qc_every=args.qc_every)
+        # one campaign per build setting: a rerun resumes it, with the same QC baseline
+        build = {"config": dataclasses.asdict(config), "protocol": protocol.to_dict(), "backend": args.backend,
+                 "threads": args.threads}
+        measure = store_backed_measure(space, measurer, store, input_size=size, qc_every=args.qc_every,
+                                       build=build)
         result = run_esm(space, config, measure, input_size=size, device=measurer.device_description)
     finally:
         measurer.close()

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware import metrics
-from nni_hwaware.errors import ParameterError
+from nni_hwaware.errors import HwAwareError, ParameterError
 from nni_hwaware.esm.encode import ENCODINGS, Encoder
 from nni_hwaware.esm.folder import ESMPredictor, space_fingerprint, write_predictor_folder
 from nni_hwaware.esm.intervals import calibrate_intervals, held_out_metrics
@@ -43,6 +43,7 @@ from nni_hwaware.spaces.schema import Architecture, SearchSpace
 
 logger = logging.getLogger(__name__)
 
+#: Architectures -> latencies in ms (NaN: a measurement from a drifted window, left out of training and judging).
 MeasureFn = Callable[[Sequence[Architecture]], np.ndarray]
 EVAL_STRATEGIES = ("bin-wise", "overall")
 #: Seed offsets of the held-out draw and of each extension (kept so rebuilds draw the same architectures).
@@ -214,6 +215,16 @@ def _extend(source: ArchitectureSource, config: ESMConfig, bin_acc: Sequence[flo
     return extra
 
 
+def _measure_kept(measure: MeasureFn, archs: Sequence[Architecture], what: str,
+                  log: Callable[[str], None]) -> tuple[list[Architecture], np.ndarray]:
+    """Measure ``archs``; keep those with a finite latency (``measure`` gives NaN for a drifted window's)."""
+    y = np.asarray(measure(archs), dtype=float) if archs else np.zeros(0)
+    keep = np.isfinite(y)
+    if not keep.all():
+        log(f"{int((~keep).sum())} {what} measurement(s) from a drifted window left out")
+    return [a for a, k in zip(archs, keep) if k], y[keep]
+
+
 def _evaluate(model: Any, X_test: np.ndarray, test_y: np.ndarray, test_bins: list[int],
               config: ESMConfig) -> tuple[dict[str, Any], bool]:
     summary = metrics.summary(test_y, model.predict(X_test), test_bins, config.bins)
@@ -241,7 +252,8 @@ def train_evaluate_extend(space: SearchSpace, config: ESMConfig, measure: Measur
     config
         The user inputs (checked here).
     measure
-        Architectures -> latencies in ms.
+        Architectures -> latencies in ms; NaN for a measurement the quality control found drifted, which
+        trains nothing and judges nothing (it still counts against ``max_samples``).
     source
         Where architectures come from (default: :class:`~nni_hwaware.esm.sources.SpaceSampler` of ``space``).
     log
@@ -254,22 +266,30 @@ def train_evaluate_extend(space: SearchSpace, config: ESMConfig, measure: Measur
     log = log or logger.info
     source = source or SpaceSampler(space)
     encoder = Encoder(space, config.encoding)
-    test_archs = source.held_out(config.test_size, bins=config.bins, seed=config.seed + _HELD_OUT_SEED)
+    held_out = source.held_out(config.test_size, bins=config.bins, seed=config.seed + _HELD_OUT_SEED)
     t0 = time.perf_counter()
-    test_y = np.asarray(measure(test_archs), dtype=float)
+    test_archs, test_y = _measure_kept(measure, held_out, "held-out", log)
     log(f"held-out set: {len(test_archs)} architectures measured in {time.perf_counter() - t0:.0f} s")
+    if not test_archs:
+        raise HwAwareError("every held-out measurement came from a drifted window; measure when the machine is "
+                           "quieter, or raise the drift threshold")
     test_bins = [space.depth_bin(space.total_depth(a), config.bins) for a in test_archs]
     X_test = encoder.encode(test_archs, validate=False)
-    excluded = {space.arch_hash(a) for a in test_archs}
+    excluded = {space.arch_hash(a) for a in held_out}
     train_archs = source.draw(config.initial, strategy=config.sampling, bins=config.bins, seed=config.seed,
                               exclude=excluded)
-    train_y, history, model = np.zeros(0), [], None
+    # train_archs: every architecture measured for training (the budget counts them all); kept_archs and
+    # train_y: those whose measurement trains the surrogate (none from a window the QC found drifted)
+    kept_archs: list[Architecture] = []
+    train_y, history, model, measured = np.zeros(0), [], None, 0
     while True:
         t0 = time.perf_counter()
-        train_y = np.concatenate([train_y, np.asarray(measure(train_archs[len(train_y):]), dtype=float)])
+        new_archs, new_y = _measure_kept(measure, train_archs[measured:], "training", log)
+        measured = len(train_archs)
+        kept_archs, train_y = kept_archs + new_archs, np.concatenate([train_y, new_y])
         measure_s, t0 = time.perf_counter() - t0, time.perf_counter()
         model = make_surrogate(config.surrogate, random_state=config.seed, **config.surrogate_params).fit(
-            encoder.encode(train_archs, validate=False), train_y)
+            encoder.encode(kept_archs, validate=False), train_y)
         train_s = time.perf_counter() - t0
         summary, passed = _evaluate(model, X_test, test_y, test_bins, config)
         history.append(Iteration(len(history), len(train_y), summary["accuracy"], summary["within_10"],
@@ -286,7 +306,7 @@ def train_evaluate_extend(space: SearchSpace, config: ESMConfig, measure: Measur
             log(f"no architectures left to add after {len(train_archs)} samples")
             break
         train_archs = train_archs + extra
-    return LoopOutcome(model, encoder, history, history[-1].passed, train_archs, train_y, test_archs, test_y,
+    return LoopOutcome(model, encoder, history, history[-1].passed, kept_archs, train_y, test_archs, test_y,
                        test_bins)
 
 

@@ -7,7 +7,10 @@ build``: it measures only what the store lacks, so a rerun of the same build mea
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,8 @@ def store_backed_measure(
     *,
     input_size: int,
     qc_every: int = 50,
+    drift_threshold: float = 0.03,
+    build: Mapping[str, Any] | None = None,
     label: str = "measure",
     show_progress: bool = True,
 ) -> MeasureFn:
@@ -33,20 +38,29 @@ def store_backed_measure(
     Each call measures the architectures not yet stored (with the reference-model checks of
     :class:`~nni_hwaware.measure.campaign.Campaign`), then reads every latency back from the store, so a rerun
     of the same build measures nothing twice.
+
+    Every call of one build is one campaign, so the reference models measured at its first check are the
+    drift baseline of the whole build (all its iterations, and its resumptions), and the store keeps one check
+    history. ``build`` identifies the build (``nni-hwaware build`` passes its settings, so a rerun resumes
+    the campaign); without it, each measure function is a campaign of its own. A model the checks left
+    flagged ``drift`` (its window drifted past the threshold even after re-measurement) reads back as NaN,
+    which the loop leaves out of training and judging. ``drift_threshold`` is the relative drift of the
+    reference models that fails a check (the paper's 3 %).
     """
     # imported here: measuring pulls in the backends, which ``import nni_hwaware.esm`` need not load
     from nni_hwaware.measure.campaign import Campaign
     from nni_hwaware.measure.progress import Progress
 
+    key = json.dumps(dict(build), sort_keys=True, default=str) if build is not None else uuid.uuid4().hex
+    definition = {"purpose": "esm", "build": hashlib.sha256(key.encode()).hexdigest()[:16]}
+
     def measure(archs: Sequence[Architecture]) -> np.ndarray:
         if not archs:
             return np.zeros(0)
-        definition = {"purpose": "esm", "archs": hashlib.sha256(
-            "".join(space.arch_hash(a) for a in archs).encode()).hexdigest()[:16]}
         progress = Progress(len(archs), label=label, enabled=show_progress)
         try:
             Campaign(space, archs, measurer, store, input_size=input_size, definition=definition,
-                     qc_every=qc_every, progress=progress).run()
+                     qc_every=qc_every, drift_threshold=drift_threshold, progress=progress).run()
         finally:
             progress.close()
         out = []
@@ -55,7 +69,7 @@ def store_backed_measure(
                                       input_size, precision=measurer.backend.precision)
             if m is None:
                 raise HwAwareError(f"measurement of {space.arch_hash(arch)} is missing from the store")
-            out.append(m.latency_ms)
+            out.append(math.nan if m.qc_status == "drift" else m.latency_ms)
         return np.asarray(out, dtype=float)
 
     return measure
