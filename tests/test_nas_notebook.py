@@ -11,11 +11,11 @@ import csv
 import json
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_kernel import kernelspec_dir
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "experiments" / "notebooks" / "quickstart.ipynb"
@@ -36,17 +36,6 @@ def test_notebook_is_saved_clean():
         assert piece in source, piece
 
 
-def _kernelspec_dir(root: Path) -> Path:
-    """A JUPYTER_PATH folder whose ``python3`` kernel runs this interpreter (the project venv)."""
-    spec = root / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (nni-hwaware tests)", "language": "python",
-    }))
-    return root
-
-
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """The executed notebook, the report its last cell printed, its report.json and its working folder."""
@@ -61,7 +50,7 @@ def executed(tmp_path_factory):
         mp.setenv("NNI_HWAWARE_NB_TRIALS", str(TRIALS))
         mp.setenv("NNI_HWAWARE_NB_WORKDIR", str(workdir))
         mp.delenv("NNI_HWAWARE_NB_PORT", raising=False)
-        mp.setenv("JUPYTER_PATH", str(_kernelspec_dir(tmp / "jupyter")))
+        mp.setenv("JUPYTER_PATH", str(kernelspec_dir(tmp / "jupyter")))
         NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                        resources={"metadata": {"path": str(tmp)}}).execute()
     nbformat.write(nb, copy)  # kept beside the run for debugging

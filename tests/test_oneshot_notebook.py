@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
+from notebook_kernel import kernelspec_dir
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "experiments" / "notebooks" / "oneshot.ipynb"
@@ -35,17 +35,6 @@ def test_notebook_is_saved_clean() -> None:
         assert piece in source, piece
 
 
-def _kernelspec_dir(root: Path) -> Path:
-    """A JUPYTER_PATH folder whose ``python3`` kernel runs this interpreter (the project venv)."""
-    spec = root / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (nni-hwaware tests)", "language": "python",
-    }))
-    return root
-
-
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any], dict[str, Any], Path]:
     """The executed notebook, the summary its last cell printed, its results.json and its working folder."""
@@ -59,7 +48,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, A
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NNI_HWAWARE_NB_SCALE", "tiny")
         mp.setenv("NNI_HWAWARE_NB_WORKDIR", str(workdir))
-        mp.setenv("JUPYTER_PATH", str(_kernelspec_dir(tmp / "jupyter")))
+        mp.setenv("JUPYTER_PATH", str(kernelspec_dir(tmp / "jupyter")))
         NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                        resources={"metadata": {"path": str(tmp)}}).execute()
     nbformat.write(nb, copy)  # kept beside the run for debugging

@@ -11,8 +11,7 @@ The names below are imported on first use (PEP 562), as in :mod:`nni_hwaware.nas
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nni_hwaware.lazy import lazy_exports
 
 _EXPORTS = {
     "HwSupernet": "nni_hwaware.nas.oneshot.supernet",
@@ -28,14 +27,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    """Import an exported name from its module on first use."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
