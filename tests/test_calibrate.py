@@ -103,7 +103,13 @@ def test_calibrated_esm_predictor_and_energy(measured, esm_gb_predictor, tmp_pat
     assert not (tmp_path / "bad").exists()
     predictor = calibrate_predictor(base, archs, y, out=tmp_path / "esm")
     assert predictor.base.kind == "esm" and not predictor.has_energy
-    assert _mape(predictor, archs, y) < _mape(base, archs, y) / 3
+    # six real measurements of tiny models on a possibly busy machine: the map moves toward them (the base's
+    # latencies are synthetic), by how much depends on their noise
+    assert _mape(predictor, archs, y) < _mape(base, archs, y)
+    # a device exactly 2.5x slower than the base: the calibration lands on it
+    slower = np.array([e.latency_ms for e in base.estimate_many(archs)]) * 2.5
+    scaled = calibrate_predictor(base, archs, slower, out=tmp_path / "esm_scaled")
+    assert _mape(base, archs, slower) > 50 and _mape(scaled, archs, slower) < 1
     # energy with a base that has none needs MIN_ENERGY_ONLY_K (20) measurements: 5 here, so latency only
     assert calibrate_predictor(base, archs, y, energy, out=tmp_path / "esm2").has_energy is False
     assert "energy_mj**: not calibrated: it needs 20" in (tmp_path / "esm2" / "MODEL_CARD.md").read_text()
