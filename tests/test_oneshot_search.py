@@ -85,6 +85,8 @@ def test_shipped_configs_load():
     ({"strategy": {"fitness": "edp"}}, "strategy.fitness"),
     ({"data": "cifar"}, "data"),
     ({"colour": 1}, "colour"),
+    ({"final": {"device": "jetson-nano.local"}}, "final.device"),
+    ({"final": {"backend": "tflite"}}, "final.backend"),
 ])
 def test_bad_configs_are_refused(change, key):
     with pytest.raises(ParameterError) as info:
@@ -97,3 +99,18 @@ def test_bad_config_is_one_line_at_the_cli(cli, tmp_path):
     config.write_text(yaml.safe_dump({**SPOS, "strategy": {"name": "spos", "cycles": -1}}))
     run = cli("nas", "oneshot", "--config", str(config), "--out", str(tmp_path / "out"))
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "strategy.cycles" in run.stderr
+
+
+@pytest.mark.slow
+def test_finalists_are_measured_on_the_given_device(tmp_path):
+    """``final.device: local``: each finalist is also measured here (onnxruntime), beside the predictor's figures."""
+    from nni_hwaware.nas.oneshot.search import run_oneshot
+
+    tiny = {**SPOS, "train": {**SPOS["train"], "max_train": 64},
+            "strategy": {"name": "spos", "population": 2, "sample_size": 1, "cycles": 2},
+            "final": {"top_k": 1, "epochs": 1, "device": "local", "runs": 10}}
+    report = run_oneshot(parse_config(tiny), tmp_path / "out")
+    (row,) = report["final"]
+    assert row["measured_latency_ms"] > 0 and isinstance(row["measured_within_budget"], bool)
+    assert row["measured_on"]["backend"] == "onnxruntime" and row["latency_ms"] != row["measured_latency_ms"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["final"][0]["measured_latency_ms"] > 0

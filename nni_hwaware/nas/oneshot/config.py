@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from nni_hwaware.errors import HwAwareError, ParameterError
+from nni_hwaware.measure.remote import is_device_url
 
 STRATEGIES = ("spos", "proxyless", "darts", "gumbel_darts")
 FITNESS = ("accuracy", "paper")
@@ -63,10 +64,16 @@ class StrategySettings:
 
 @dataclass
 class FinalSettings:
-    """How many of the best architectures are retrained from scratch, and for how long."""
+    """How many of the best architectures are retrained from scratch, and for how long; and where they are
+    measured beside the predictor's figures (``device``: ``local`` for this machine, or a device URL,
+    ``ssh://user@board`` or ``http://board:8765``; empty: not measured)."""
 
     top_k: int = 3
     epochs: int = 2
+    device: str = ""
+    backend: str = "onnxruntime"
+    runs: int = 50
+    token_file: str = ""
 
 
 @dataclass
@@ -163,6 +170,10 @@ def parse_config(data: Any, source: str = "<memory>") -> OneShotConfig:
     if config.train.width_mult > 1:
         raise ParameterError(f"train.width_mult must be in (0, 1], got {config.train.width_mult}",
                              parameter="train.width_mult")
+    if config.final.device and config.final.device != "local" and not is_device_url(config.final.device):
+        raise ParameterError(f"final.device must be local or a device URL (ssh://user@host, http://host:port), got "
+                             f"{config.final.device!r}", parameter="final.device")
+    _check_choice(config.final.backend, ("onnxruntime", "torch", "tensorrt"), "final.backend")
     if config.strategy.sample_size > config.strategy.population:
         raise ParameterError("strategy.sample_size must be at most strategy.population", parameter="strategy.sample_size")
     return config

@@ -22,6 +22,7 @@ and energy at the hardware input size and the budget's verdict.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -295,6 +296,39 @@ def retrain(config: OneShotConfig, records: list[dict[str, Any]], predictor: Har
     return final
 
 
+def measure_finalists(config: OneShotConfig, final: list[dict[str, Any]], predictor: HardwarePredictor,
+                      budget: Budget) -> None:
+    """Measure each finalist at the hardware input size on ``final.device`` and add the figures to its row:
+    ``measured_latency_ms``, ``measured_energy_mj`` (where the device has a meter), ``measured_within_budget``
+    and ``measured_on`` (the device's description; the predictor's figures stay beside them)."""
+    from nni_hwaware.measure.progress import progress_bar
+    from nni_hwaware.measure.protocol import Protocol
+    from nni_hwaware.measure.runner import make_measurer, measurer_model
+
+    device = None if config.final.device == "local" else config.final.device
+    measurer = make_measurer(config.final.backend, device=device, protocol=Protocol(runs=config.final.runs),
+                             token_file=config.final.token_file or None)
+    try:
+        with progress_bar(len(final), f"measuring the finalists on {config.final.device}") as bar:
+            for row in final:
+                model = measurer_model(measurer, predictor.space, row["arch"], predictor.input_size)
+                result = measurer.measure(model)
+                latency, energy = float(result.timing.mean_ms), result.energy_mj
+                # the measured figures in the predictor's estimate (energy stays predicted without a meter)
+                changes: dict[str, Any] = {"latency_ms": latency, "latency_interval": (latency, latency),
+                                           "source": "measured"}
+                if energy is not None:
+                    changes.update(energy_mj=float(energy), energy_interval=(float(energy),) * 2,
+                                   energy_source="measured")
+                measured = dataclasses.replace(predictor.estimate(row["arch"]), **changes)
+                row.update(measured_latency_ms=result.timing.mean_ms, measured_energy_mj=result.energy_mj,
+                           measured_within_budget=budget.check(measured).ok,
+                           measured_on=measurer.device_description)
+                bar.update(1)
+    finally:
+        measurer.close()
+
+
 #: Third-party loggers that print a line per model or epoch; quietened while a search runs.
 _CHATTY = ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
 
@@ -348,6 +382,9 @@ def _run_oneshot(config: OneShotConfig, out: Path) -> dict[str, Any]:
     timings["search_s"] = time.perf_counter() - started
     final = retrain(config, records, predictor, budget)
     timings["wall_s"] = time.perf_counter() - started
+    if config.final.device:
+        measure_finalists(config, final, predictor, budget)
+        timings["measure_s"] = time.perf_counter() - started - timings["wall_s"]
     report = {"config": config.to_dict(), "budget": budget.to_dict(), "predictor": predictor.describe(),
               "strategy": config.strategy.name, "evaluated": len(records), "timings": timings, "final": final,
               "search": records}
@@ -385,4 +422,8 @@ def format_report(report: dict[str, Any]) -> str:
         arch = json.dumps(r["arch"], separators=(",", ":"))
         lines.append(f"{r['accuracy']:>8.4f} {r['latency_ms']:>11.3f} {energy:>10} "
                      f"{'yes' if r['within_budget'] else 'no':>6}  {arch[:80] + ('...' if len(arch) > 80 else '')}")
+        if "measured_latency_ms" in r:
+            lines.append(f"{'':>8} {r['measured_latency_ms']:>11.3f} measured on "
+                         f"{r['measured_on'].get('host', '?')} ({r['measured_on'].get('backend', '?')}), within "
+                         f"budget: {'yes' if r['measured_within_budget'] else 'no'}")
     return "\n".join(lines)
