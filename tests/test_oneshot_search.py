@@ -114,3 +114,15 @@ def test_finalists_are_measured_on_the_given_device(tmp_path):
     assert row["measured_latency_ms"] > 0 and isinstance(row["measured_within_budget"], bool)
     assert row["measured_on"]["backend"] == "onnxruntime" and row["latency_ms"] != row["measured_latency_ms"]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["final"][0]["measured_latency_ms"] > 0
+
+
+def test_a_folder_of_the_user_is_never_written_into(cli, tmp_path):
+    config = tmp_path / "spos.yml"
+    config.write_text(yaml.safe_dump(SPOS))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.json").write_text('{"my": "numbers"}')
+    run = cli("nas", "oneshot", "--config", str(config), "--out", str(mine))
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "holds other files" in run.stderr
+    assert [p.name for p in mine.iterdir()] == ["results.json"]
+    assert (mine / "results.json").read_text() == '{"my": "numbers"}'

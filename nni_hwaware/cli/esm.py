@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_arguments(p)
     p.add_argument("--qc-every", type=int, default=parameter_default(store_backed_measure, "qc_every"),
                    help="reference-model check every K models (0: off)")
+    p.add_argument("--drift-threshold", type=float,
+                   default=parameter_default(store_backed_measure, "drift_threshold"),
+                   help="relative drift of the reference models that fails a check (0.03: 3 %%)")
     add_dataclass_options(p, ESMConfig, ["seed"], help=_BUILD_HELP)
     p.add_argument("--db", required=True, help="SQLite measurement store (created if missing)")
     p.add_argument("--out", required=True, help="predictor directory to write")
@@ -93,7 +96,7 @@ def _build(args: argparse.Namespace) -> int:
     config = dataclass_from_args(ESMConfig, args)
     config.check()
     protocol = dataclass_from_args(Protocol, args)
-    check_quality_control(args.qc_every, 3, 0.03)
+    check_quality_control(args.qc_every, 3, args.drift_threshold)
     device = device_argument(args.device)
     out = check_output_dir(args.out, "esm")
     # the device before the store: an unreachable one leaves no database behind
@@ -109,7 +112,7 @@ def _build(args: argparse.Namespace) -> int:
         build = {"config": dataclasses.asdict(config), "protocol": protocol.to_dict(), "backend": args.backend,
                  "threads": args.threads}
         measure = store_backed_measure(space, measurer, store, input_size=size, qc_every=args.qc_every,
-                                       build=build)
+                                       drift_threshold=args.drift_threshold, build=build)
         result = run_esm(space, config, measure, input_size=size, device=measurer.device_description)
     finally:
         measurer.close()

@@ -272,7 +272,7 @@ def train_evaluate_extend(space: SearchSpace, config: ESMConfig, measure: Measur
     log(f"held-out set: {len(test_archs)} architectures measured in {time.perf_counter() - t0:.0f} s")
     if not test_archs:
         raise HwAwareError("every held-out measurement came from a drifted window; measure when the machine is "
-                           "quieter, or raise the drift threshold")
+                           "quieter, or raise drift_threshold", mentions=("drift_threshold",))
     test_bins = [space.depth_bin(space.total_depth(a), config.bins) for a in test_archs]
     X_test = encoder.encode(test_archs, validate=False)
     excluded = {space.arch_hash(a) for a in held_out}

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nni_hwaware.artifacts import refuse_foreign_folder
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.hardware import HardwarePredictor, load_predictor
 from nni_hwaware.nas.accuracy import AccuracySettings, estimate_accuracy, load_digits_split, load_image_folder
@@ -351,8 +352,19 @@ def run_oneshot(config: OneShotConfig | str | Path, out: str | Path) -> dict[str
     """Run a one-shot search and write ``OUT/results.json`` and ``OUT/pareto.png``; returns the report."""
     if not isinstance(config, OneShotConfig):
         config = load_config(config)
+    # before any work: never write into a folder that holds something other than our earlier results
+    refuse_foreign_folder(out, "out", _earlier_results, "one-shot results")
     with quiet_third_party():
         return _run_oneshot(config, Path(out))
+
+
+def _earlier_results(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier run's ``results.json`` (which a new run may replace)."""
+    try:
+        report = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"strategy", "final", "search"} <= set(report)
 
 
 def _run_oneshot(config: OneShotConfig, out: Path) -> dict[str, Any]:
