@@ -313,7 +313,7 @@ P = TypeVar("P", bound=type[HardwarePredictor])
 _REGISTRY: dict[str, type[HardwarePredictor]] = {}
 # The modules that register the built-in kinds, imported the first time their kind is asked for.
 _BUILTIN_MODULES = {
-    "esm": "nni_hwaware.esm",
+    "esm": "nni_hwaware.esm.adapter",
     "jetson_nano": "nni_hwaware.jetson.adapter",
     "nn_meter": "nni_hwaware.nnmeter.predictor",
     "calibrated": "nni_hwaware.calibration",

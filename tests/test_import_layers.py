@@ -21,6 +21,8 @@ LAYERS = (
     ("nni_hwaware.measure", 2),  # measuring, and the store (measure.store)
     ("nni_hwaware.hardware", 3),
     ("nni_hwaware.esm.surrogate", 3),  # the regressors every predictor kind may fit (nn-Meter's bias correction)
+    ("nni_hwaware.esm.config", 3),  # the ESM loop's light inputs (names of surrogates, encodings, strategies)
+    ("nni_hwaware.esm.encode", 3),  # architecture encodings: need only spaces
     ("nni_hwaware.esm", 4),
     ("nni_hwaware.jetson", 4),
     ("nni_hwaware.nnmeter", 4),

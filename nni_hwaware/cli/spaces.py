@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nni_hwaware.cli.options import parameter_default
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.spaces import export_onnx, list_spaces, load_space, sample_architectures
+from nni_hwaware.spaces import list_spaces, load_space, sample_architectures
 from nni_hwaware.spaces.archjson import read_architecture_argument
 from nni_hwaware.spaces.sampling import DEFAULT_BINS, STRATEGIES
 
@@ -94,6 +94,8 @@ def read_arch_argument(value: str) -> str:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from nni_hwaware.spaces import export_onnx  # torch and onnx: only the command that exports pays for them
+
     space = load_space(args.name)
     arch = space.validate(read_arch_argument(args.arch))
     data = export_onnx(space, arch, args.onnx, input_size=args.input_size, width_mult=args.width_mult)

@@ -18,32 +18,37 @@ Modules:
 
 The names most users need are importable from here: ``from nni_hwaware.esm import ESMConfig, run_esm``, then
 ``result.save(folder)`` writes a folder that ``nni_hwaware.hardware.load_predictor`` loads and that refits.
-Importing this package registers the ``esm`` predictor kind.
+The ``esm`` predictor kind is registered by :mod:`~nni_hwaware.esm.adapter`, which
+``load_predictor`` imports when a folder declares that kind.
 """
 
-from nni_hwaware.esm.adapter import EsmHardwarePredictor, refit_predictor
-from nni_hwaware.esm.folder import (
-    ESMPredictor,
-    build_data_line,
-    read_build_data,
-    space_fingerprint,
-    write_predictor_folder,
-)
-from nni_hwaware.esm.loop import (
-    EVAL_STRATEGIES,
-    ESMConfig,
-    ESMResult,
-    Iteration,
-    allocate_extension,
-    run_esm,
-    train_evaluate_extend,
-)
-from nni_hwaware.esm.measuring import store_backed_measure
-from nni_hwaware.esm.sources import ArchitectureSource, MeasuredPool, SpaceSampler
+from __future__ import annotations
 
-__all__ = [
-    "EVAL_STRATEGIES", "ArchitectureSource", "ESMConfig", "ESMPredictor", "ESMResult", "EsmHardwarePredictor",
-    "Iteration", "MeasuredPool", "SpaceSampler", "allocate_extension", "build_data_line", "read_build_data",
-    "refit_predictor", "run_esm", "space_fingerprint", "store_backed_measure", "train_evaluate_extend",
-    "write_predictor_folder",
-]
+from nni_hwaware.lazy import lazy_exports
+
+# Imported on first use (PEP 562): the surrogates need scikit-learn, which would cost every command that only
+# parses an ESM option seconds of start-up.
+_EXPORTS = {
+    "EsmHardwarePredictor": "nni_hwaware.esm.adapter",
+    "refit_predictor": "nni_hwaware.esm.adapter",
+    "EVAL_STRATEGIES": "nni_hwaware.esm.config",
+    "ESMConfig": "nni_hwaware.esm.config",
+    "ESMPredictor": "nni_hwaware.esm.folder",
+    "build_data_line": "nni_hwaware.esm.folder",
+    "read_build_data": "nni_hwaware.esm.folder",
+    "space_fingerprint": "nni_hwaware.esm.folder",
+    "write_predictor_folder": "nni_hwaware.esm.folder",
+    "ESMResult": "nni_hwaware.esm.loop",
+    "Iteration": "nni_hwaware.esm.loop",
+    "allocate_extension": "nni_hwaware.esm.loop",
+    "run_esm": "nni_hwaware.esm.loop",
+    "train_evaluate_extend": "nni_hwaware.esm.loop",
+    "store_backed_measure": "nni_hwaware.esm.measuring",
+    "ArchitectureSource": "nni_hwaware.esm.sources",
+    "MeasuredPool": "nni_hwaware.esm.sources",
+    "SpaceSampler": "nni_hwaware.esm.sources",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,7 @@
 """The ``esm`` kind of the hardware-predictor interface: an ESM predictor folder behind :class:`HardwarePredictor`.
 
 :class:`EsmHardwarePredictor` is registered as kind ``esm`` (``nni_hwaware.hardware.load_predictor`` imports
-``nni_hwaware.esm`` for it). It estimates the architectures of the one space and input size the predictor was
+this module for it). It estimates the architectures of the one space and input size the predictor was
 built for, and learns from new measurements of its target: :func:`refit_predictor` retrains the surrogate on
 the folder's build data plus the measurements, and :meth:`EsmHardwarePredictor.save_refit` writes the result as
 a new folder (:func:`~nni_hwaware.esm.folder.write_refit_folder`).

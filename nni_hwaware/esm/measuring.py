@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nni_hwaware.errors import HwAwareError
-from nni_hwaware.esm.loop import MeasureFn
+from nni_hwaware.esm.config import MeasureFn
 from nni_hwaware.spaces.schema import Architecture, SearchSpace
 
 

@@ -39,8 +39,8 @@ from sklearn.linear_model import LinearRegression
 
 from nni_hwaware.artifacts import load_skops, safe_member
 from nni_hwaware.errors import ArtifactError, HwAwareError
+from nni_hwaware.esm.config import SURROGATES
 
-SURROGATES = ("mlp", "gb", "rf", "linear")
 _Z90 = 1.6449  # two-sided 90 % normal quantile
 
 

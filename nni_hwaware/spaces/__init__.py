@@ -12,19 +12,24 @@ parameter: :class:`~nni_hwaware.errors.ParameterError`, also a ``ValueError``) w
 field's path or the parameter.
 """
 
-from nni_hwaware.spaces.builders import build_module, example_input
-from nni_hwaware.spaces.export import export_onnx
-from nni_hwaware.spaces.sampling import STRATEGIES, sample_architectures
-from nni_hwaware.spaces.schema import Architecture, SearchSpace, list_spaces, load_space
+from __future__ import annotations
 
-__all__ = [
-    "STRATEGIES",
-    "Architecture",
-    "SearchSpace",
-    "build_module",
-    "example_input",
-    "export_onnx",
-    "list_spaces",
-    "load_space",
-    "sample_architectures",
-]
+from nni_hwaware.lazy import lazy_exports
+
+# Imported on first use (PEP 562): building modules needs torch and exporting needs onnx, which would cost a
+# command that only reads a space file (``spaces show``, ``sample``) seconds of start-up.
+_EXPORTS = {
+    "STRATEGIES": "nni_hwaware.spaces.sampling",
+    "sample_architectures": "nni_hwaware.spaces.sampling",
+    "Architecture": "nni_hwaware.spaces.schema",
+    "SearchSpace": "nni_hwaware.spaces.schema",
+    "list_spaces": "nni_hwaware.spaces.schema",
+    "load_space": "nni_hwaware.spaces.schema",
+    "build_module": "nni_hwaware.spaces.builders",
+    "example_input": "nni_hwaware.spaces.builders",
+    "export_onnx": "nni_hwaware.spaces.export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
