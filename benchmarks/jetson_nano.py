@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,18 +51,9 @@ def _gbm_baseline(data: Path) -> dict:
             for t in ("latency_ms", "energy_mj")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "jetson_nano"))
-    parser.add_argument("--predictor", default=str(default_predictor_dir()))
-    parser.add_argument("--no-baseline", action="store_true", help="skip refitting the gradient-boosting baseline")
-    args = parser.parse_args(argv)
-    predictor = JetsonNanoPredictor.load(args.predictor)
-    card = json.loads((Path(args.predictor) / "model_card.json").read_text())
-    baseline = None if args.no_baseline else _gbm_baseline(Path(args.data))
-
-    check = predictor.meta["real_world_check"]
-    power_w = {r["model"]: r for r in check["power_w"]["rows"]}
+def zoo_rows(predictor: Any, baseline: Any, power_w: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """The predictor (and the whole-network baseline) on every zoo network: rows with a public measurement,
+    and the others."""
     rows, other = [], []
     for name in zoo.ZOO:
         start = time.time()
@@ -91,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                    latency_in_interval=row["latency_interval"][0] <= ref[0] <= row["latency_interval"][1],
                    energy_in_interval=row["energy_interval"][0] <= ref[1] <= row["energy_interval"][1])
         rows.append(row)
+    return rows, other
+
+
+def real_world_summary(rows: list[dict], with_baseline: bool) -> tuple[dict, dict]:
+    """MAPE % per method on the measured zoo networks, and the 90 % intervals' coverage."""
 
     def mape(key: str, target: str) -> float:
         return round(metrics.mape([r[target] for r in rows], [r[key] for r in rows]), 2)
@@ -99,20 +96,18 @@ def main(argv: list[str] | None = None) -> int:
                "hybrid_forced": {"latency": mape("hybrid_forced_latency_ms", "latency_ms"),
                                  "energy": mape("hybrid_forced_energy_mj", "energy_mj")},
                "published_predictor": {"latency": 15.50, "energy": 15.28}}
-    if baseline is not None:
+    if with_baseline:
         summary["gbm_whole_network"] = {"latency": mape("gbm_latency_ms", "latency_ms"),
                                         "energy": mape("gbm_energy_mj", "energy_mj")}
     summary["shipped_power_w"] = {"latency": None, "energy": mape("pred_power_w", "power_w")}
     coverage = {"latency": sum(r["latency_in_interval"] for r in rows) / len(rows),
                 "energy": sum(r["energy_in_interval"] for r in rows) / len(rows)}
-    out = {"held_out_mape_pct": card["metrics_held_out_mape_pct"], "real_world": rows,
-           "real_world_without_reference": other, "real_world_mape_pct": summary,
-           "real_world_interval_coverage": coverage, "latency_prior_sensitivity": check["latency_prior_sensitivity"],
-           "reference_source": zoo.REFERENCE_SOURCE}
-    results = REPO / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    write_atomically(results / "jetson_nano.json", (json.dumps(out, indent=1) + "\n").encode())
+    return summary, coverage
 
+
+def print_report(card: dict, rows: list[dict], other: list[dict], summary: dict, coverage: dict,
+                 check: dict) -> None:
+    """The benchmark's tables."""
     print("Held-out dataset splits, MAPE % (pooled over folds)")
     print(f"{'split':<30}{'target':<12}{'base':>10}{'gbm':>8}{'hybrid':>8}")
     for split, res in card["metrics_held_out_mape_pct"].items():
@@ -136,6 +131,30 @@ def main(argv: list[str] | None = None) -> int:
     for r in check["latency_prior_sensitivity"]:
         print(f"  {r['prior']:<36} {r['candidates']:>5} candidates  {r['mape_pct']:>6.2f}")
     print(f"90 % interval coverage on real-world: latency {coverage['latency']:.0%}, energy {coverage['energy']:.0%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "jetson_nano"))
+    parser.add_argument("--predictor", default=str(default_predictor_dir()))
+    parser.add_argument("--no-baseline", action="store_true", help="skip refitting the gradient-boosting baseline")
+    args = parser.parse_args(argv)
+    predictor = JetsonNanoPredictor.load(args.predictor)
+    card = json.loads((Path(args.predictor) / "model_card.json").read_text())
+    baseline = None if args.no_baseline else _gbm_baseline(Path(args.data))
+
+    check = predictor.meta["real_world_check"]
+    rows, other = zoo_rows(predictor, baseline, {r["model"]: r for r in check["power_w"]["rows"]})
+    summary, coverage = real_world_summary(rows, baseline is not None)
+    out = {"held_out_mape_pct": card["metrics_held_out_mape_pct"], "real_world": rows,
+           "real_world_without_reference": other, "real_world_mape_pct": summary,
+           "real_world_interval_coverage": coverage, "latency_prior_sensitivity": check["latency_prior_sensitivity"],
+           "reference_source": zoo.REFERENCE_SOURCE}
+    results = REPO / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    write_atomically(results / "jetson_nano.json", (json.dumps(out, indent=1) + "\n").encode())
+
+    print_report(card, rows, other, summary, coverage, check)
 
     meta = predictor.meta
     real = {"source": zoo.REFERENCE_SOURCE, "rows": rows, "mape_latency_pct": summary["shipped"]["latency"],

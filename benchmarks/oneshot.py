@@ -9,22 +9,25 @@ a. **SPOS + evolution**: ``experiments/oneshot_spos.yml`` through
 b. **Proxyless + latency loss**: NNI's ``Proxyless`` cannot run on ``convnet`` (its candidates change the
    output's shape), so ``experiments/oneshot_proxyless.yml``'s space (``mobilenetv3``) with the quickstart's
    budget and hardware input size (50) instead of the config's own;
-c. **multi-trial**: the quickstart's tuner (``HardwareAwareTuner``: TPE behind the budget, its ``classArgs``)
-   and trial (``nni_hwaware.nas.trial.evaluate`` with the quickstart's ``trialCommand`` options), driven in
-   this process, one trial at a time (as ``trialConcurrency: 1``), for ``--trials`` trials. nnictl's own
-   overhead (a Python process per trial, its imports, NNI's manager) is not counted: a lower bound on the
-   nnictl experiment's wall time.
+c. **multi-trial, in process**: the quickstart's tuner (``HardwareAwareTuner``: TPE behind the budget, its
+   ``classArgs``) and trial (``nni_hwaware.nas.trial.evaluate`` with the quickstart's ``trialCommand``
+   options), driven in this process, one trial at a time (as ``trialConcurrency: 1``), for ``--trials``
+   trials. nnictl's own overhead (a Python process per trial, its imports, NNI's manager) is not counted: a
+   lower bound on any multi-trial search's wall time;
+d. **multi-trial, nnictl**: the quickstart experiment itself as users run it (``nnictl create`` through
+   :func:`nni_hwaware.nas.experiment.run_experiment`, ``--trials`` trials, stopped at the end), timed from
+   the call to the report.
 
 Every method's finalists (SPOS / Proxyless: their ``final``; multi-trial: the ``top_k`` most accurate trials
 within budget) are then retrained the same way, outside the timed searches: the quickstart trial's training
 (1 epoch, 600 digits, width 1/16) with ``--retrain-seeds`` fresh seeds (1, 2, ...: other splits and
 initialisations than the searches saw), averaged. Reported per method: wall time, best retrained accuracy
-within budget, share of finalists within budget, and against multi-trial the wall-time speed-up and the
-accuracy gap in points. The load average around each search records what else was running.
+within budget, share of finalists within budget, and against each multi-trial run the wall-time speed-up and
+the accuracy gap in points. The load average around each search records what else was running.
 
 Usage::
 
-    nice python benchmarks/oneshot.py              # about 15 minutes on 2 cores (Proxyless: 12 of them)
+    nice python benchmarks/oneshot.py              # about 25 minutes on 2 cores (Proxyless: 12, nnictl: 8)
     python benchmarks/oneshot.py --quick           # smoke run (a few minutes), written to runs/
 
 Results: ``benchmarks/results/oneshot.json`` (``--quick``: ``runs/bench-oneshot-quick.json``).
@@ -109,7 +112,7 @@ def run_multitrial(settings: dict[str, Any], trials: int) -> dict[str, Any]:
     tuner = HardwareAwareTuner(**settings["class_args"])
     tuner.update_search_space(settings["search_space"])
     args = build_parser().parse_args(settings["trial_args"])
-    records, first = [], None
+    records = []
     with quiet_third_party():
         for trial_id in range(trials):
             try:
@@ -117,7 +120,6 @@ def run_multitrial(settings: dict[str, Any], trials: int) -> dict[str, Any]:
             except nni.NoMoreTrialError as exc:
                 logger.warning("the tuner stopped after %d trials: %s", trial_id, exc)
                 break
-            first = first or params
             arch, result = evaluate(args, params)
             tuner.receive_trial_result(trial_id, params, result)
             tuner.trial_end(trial_id, True)
@@ -126,21 +128,23 @@ def run_multitrial(settings: dict[str, Any], trials: int) -> dict[str, Any]:
             logger.info("trial %d/%d: accuracy %.3f", trial_id + 1, trials, result["default"])
     within = [r for r in records if r["within_budget"] and r["accuracy"] is not None]
     final = sorted(within, key=lambda r: -r["accuracy"])[:TOP_K]
-    wall_s = time.perf_counter() - started
-    process_s = time_trial_process(settings["trial_args"], first) if first else None
-    return {"wall_s": wall_s, "trials": len(records), "tuner_rejected": tuner.rejected, "final": final,
-            "trial_process_s": process_s, "search": records,
-            "nnictl_estimate_s": None if process_s is None else len(records) * process_s}
+    return {"wall_s": time.perf_counter() - started, "trials": len(records), "tuner_rejected": tuner.rejected,
+            "final": final, "search": records}
 
 
-def time_trial_process(trial_args: list[str], params: dict[str, Any]) -> float:
-    """Seconds of one trial as nnictl runs it: ``python -m nni_hwaware.nas.trial`` in a fresh process."""
-    import subprocess
+def run_multitrial_nnictl(trials: int, workdir: Path) -> dict[str, Any]:
+    """The quickstart experiment through nnictl (stopped at the end); its ``top_k`` trials within budget."""
+    from nni_hwaware.nas.experiment import run_experiment
 
-    command = [sys.executable, "-m", "nni_hwaware.nas.trial", *trial_args, "--params", json.dumps(params)]
     started = time.perf_counter()
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
-    return time.perf_counter() - started
+    report = run_experiment(EXPERIMENTS / "quickstart.yml", out=workdir / "nnictl", trials=trials, stop=True,
+                            progress=False)
+    wall_s = time.perf_counter() - started
+    rows = [{k: r[k] for k in ("arch", "accuracy", "latency_ms", "energy_mj", "within_budget")}
+            for r in report["rows"]]
+    within = [r for r in rows if r["within_budget"] and r["accuracy"] is not None]
+    return {"wall_s": wall_s, "trials": report["trials"], "status": report["status"],
+            "final": sorted(within, key=lambda r: -r["accuracy"])[:TOP_K], "search": rows}
 
 
 def run_method(name: str, config: OneShotConfig, workdir: Path) -> dict[str, Any]:
@@ -167,22 +171,27 @@ def retrain_common(finals: list[dict[str, Any]], space: str, seeds: int) -> list
 def summarize(method: dict[str, Any], predictor: Any, budget: Budget) -> dict[str, Any]:
     """Best retrained accuracy within budget and share of finalists within budget (judged again here)."""
     finals = method["final"]
-    extra = {k: round(method[k], 1) for k in ("trial_process_s", "nnictl_estimate_s") if method.get(k)}
     ok = [budget.check(predictor.estimate(r["arch"])).ok for r in finals]
     within = [r["retrained_accuracy"] for r, good in zip(finals, ok) if good]
     return {"wall_s": round(method["wall_s"], 1), "finalists": len(finals),
             "within_budget_share": (sum(ok) / len(ok)) if ok else None,
             "best_retrained_accuracy_within_budget": max(within) if within else None,
-            "load_before_after": method["load"], **extra}
+            "load_before_after": method["load"]}
 
 
-def _row(name: str, s: dict[str, Any], ref: dict[str, Any]) -> str:
-    best, ref_best = s["best_retrained_accuracy_within_budget"], ref["best_retrained_accuracy_within_budget"]
-    gap = f"{100 * (best - ref_best):+.1f}" if best is not None and ref_best is not None else "-"
+#: The multi-trial runs every method is compared with.
+REFERENCES = ("multitrial", "nnictl")
+
+
+def _row(name: str, s: dict[str, Any]) -> str:
+    best = s["best_retrained_accuracy_within_budget"]
     share = "-" if s["within_budget_share"] is None else f"{s['within_budget_share']:.0%}"
-    return (f"{name:<30}{s['wall_s']:>9.0f}{ref['wall_s'] / s['wall_s']:>9.2f}x"
-            f"{'-' if best is None else f'{best:.4f}':>10}{gap:>8}{share:>8}{s['finalists']:>6}"
-            f"  {s['load_before_after'][0][0]:.1f}/{s['load_before_after'][1][0]:.1f}")
+    ratios = "".join(f"{s[f'speedup_vs_{ref}']:>10.2f}x" if f"speedup_vs_{ref}" in s else f"{'-':>11}"
+                     for ref in REFERENCES)
+    gaps = "".join(f"{s[f'accuracy_gap_points_vs_{ref}']:>+8.1f}" if s.get(f"accuracy_gap_points_vs_{ref}")
+                   is not None else f"{'-':>8}" for ref in REFERENCES)
+    return (f"{name:<30}{s['wall_s']:>9.0f}{ratios}{'-' if best is None else f'{best:.4f}':>10}{gaps}"
+            f"{share:>8}{s['finalists']:>6}  {s['load_before_after'][0][0]:.1f}/{s['load_before_after'][1][0]:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny searches, 3 trials, 1 seed")
     parser.add_argument("--trials", type=int, default=None, help="multi-trial trials (default 30; --quick 3)")
     parser.add_argument("--retrain-seeds", type=int, default=None, help="retraining seeds (default 5; --quick 1)")
-    parser.add_argument("--methods", default="multitrial,spos,proxyless", help="comma-separated subset, in order")
+    parser.add_argument("--methods", default="multitrial,nnictl,spos,proxyless",
+                        help="comma-separated subset, in order")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/oneshot.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -210,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s: starting (load %s)", name, before)
             if name == "multitrial":
                 method = dict(run_multitrial(settings, trials), space="convnet")
+            elif name == "nnictl":
+                method = dict(run_multitrial_nnictl(trials, Path(tmp)), space="convnet")
             else:
                 method = run_method(name, configs[name], Path(tmp))
             method["load"] = [before, _load()]
@@ -228,14 +240,15 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, methods: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]],
            budget_dict: dict[str, float], seeds: int, trials: int, out: Path) -> None:
     """Ratios against multi-trial, the JSON and the table of the methods run so far."""
-    ref = summary.get("multitrial")
     for name, s in summary.items():
-        if ref is not None and name != "multitrial":
-            s["speedup_vs_multitrial"] = round(ref["wall_s"] / s["wall_s"], 2)
-            if ref.get("nnictl_estimate_s"):
-                s["speedup_vs_nnictl_estimate"] = round(ref["nnictl_estimate_s"] / s["wall_s"], 2)
+        for ref_name in REFERENCES:
+            ref = summary.get(ref_name)
+            if ref is None or name == ref_name:
+                continue
+            s[f"speedup_vs_{ref_name}"] = round(ref["wall_s"] / s["wall_s"], 2)
             best, ref_best = s["best_retrained_accuracy_within_budget"], ref["best_retrained_accuracy_within_budget"]
-            s["accuracy_gap_points"] = None if best is None or ref_best is None else round(100 * (best - ref_best), 2)
+            s[f"accuracy_gap_points_vs_{ref_name}"] = (None if best is None or ref_best is None
+                                                       else round(100 * (best - ref_best), 2))
     result = {"quick": args.quick, "budget": budget_dict, "hardware_input_size": 50, "multitrial_trials": trials,
               "retraining": {"epochs": 1, "max_train": 600, "width_mult": 0.0625, "min_input": 12,
                              "seeds": list(range(1, seeds + 1))},
@@ -246,17 +259,13 @@ def report(args: argparse.Namespace, methods: dict[str, dict[str, Any]], summary
     write_json_atomically(out, result, indent=1, default=str)
     print(f"\nOne-shot vs multi-trial on digits, budget {budget_dict}, Jetson Nano predictor at 50x50; "
           f"accuracy: best finalist within budget, retrained {seeds} seed(s) (mean)")
-    print(f"{'method':<30}{'wall s':>9}{'speed-up':>10}{'accuracy':>10}{'gap pt':>8}{'within':>8}{'final':>6}"
-          f"  load 1-min before/after")
+    print(f"{'method':<30}{'wall s':>9}{'vs in-proc':>11}{'vs nnictl':>11}{'accuracy':>10}{'gap pt':>8}"
+          f"{'gap pt':>8}{'within':>8}{'final':>6}  load 1-min before/after")
+    print(f"{'':<30}{'':>9}{'speed-up':>11}{'speed-up':>11}{'':>10}{'in-proc':>8}{'nnictl':>8}")
     labels = {"spos": "SPOS + evolution (convnet)", "proxyless": "Proxyless (mobilenetv3)",
-              "multitrial": f"multi-trial TPE, {trials} trials"}
+              "multitrial": f"multi-trial TPE, {trials}, in-proc", "nnictl": f"multi-trial TPE, {trials}, nnictl"}
     for name, s in summary.items():
-        print(_row(labels[name], s, ref or s))
-    if ref is not None and ref.get("nnictl_estimate_s"):
-        print(f"multi-trial with a process per trial, as nnictl runs it (estimate: {trials} x "
-              f"{ref['trial_process_s']:.1f} s, one trial timed as a fresh process): {ref['nnictl_estimate_s']:.0f} s; "
-              + "speed-up against it: " + ", ".join(f"{n} {s['speedup_vs_nnictl_estimate']:.2f}x" for n, s in summary.items()
-                          if "speedup_vs_nnictl_estimate" in s))
+        print(_row(labels[name], s))
     print(f"results: {out}", flush=True)
 
 

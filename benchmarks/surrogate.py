@@ -18,12 +18,12 @@ Measurements go to the SQLite store given by ``--db`` (a rerun reuses them); res
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nni_hwaware import metrics  # noqa: E402
+from nni_hwaware.artifacts import write_json_atomically  # noqa: E402
 from nni_hwaware.esm import ESMConfig, run_esm, store_backed_measure  # noqa: E402
 from nni_hwaware.measure.protocol import Protocol  # noqa: E402
 from nni_hwaware.measure.runner import architecture_model, make_measurer  # noqa: E402
@@ -63,8 +64,7 @@ def throughput(predictor, space, n: int = 100_000) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    warnings.filterwarnings("ignore")
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=str(REPO / "runs" / "bench-surrogate.db"))
     parser.add_argument("--space", default="resnet")
@@ -80,7 +80,12 @@ def main() -> int:
     parser.add_argument("--qc-every", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=40, help="held-out models measured twice for the noise floor")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "surrogate.json"))
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    warnings.filterwarnings("ignore")
+    args = parse_args()
 
     space = load_space(args.space)
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
@@ -113,17 +118,7 @@ def main() -> int:
     refs_after = time_references()
     ref_drifts = [abs(a / b - 1) for a, b in zip(refs_after, refs_before)]
 
-    # Other encodings at the same training set, for context.
-    from nni_hwaware.esm.encode import Encoder
-    from nni_hwaware.esm.surrogate import make_surrogate
-
-    others = {}
-    for encoding in ("fcc", "fc", "statistical", "feature", "onehot"):
-        enc = Encoder(space, encoding)
-        model = make_surrogate("mlp").fit(enc.encode(result.train_archs, validate=False), result.train_latency)
-        pred = model.predict(enc.encode(result.test_archs, validate=False))
-        others[encoding] = metrics.summary(result.test_latency, pred)
-
+    others = other_encodings(space, result)
     speed = throughput(result.predictor, space)
     out = {
         "space": args.space, "input_size": args.input_size, "device": measurer.device_description,
@@ -142,12 +137,32 @@ def main() -> int:
     measurer.close()
     store.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    write_json_atomically(Path(args.out), out, indent=1, default=float)
+    print_table(args, out, others)
+    return 0
 
+
+def other_encodings(space: Any, result: Any) -> dict[str, dict[str, Any]]:
+    """The MLP on every encoding, trained on the same measurements, judged on the same held-out ones."""
+    from nni_hwaware.esm.encode import Encoder
+    from nni_hwaware.esm.surrogate import make_surrogate
+
+    others = {}
+    for encoding in ("fcc", "fc", "statistical", "feature", "onehot"):
+        enc = Encoder(space, encoding)
+        model = make_surrogate("mlp").fit(enc.encode(result.train_archs, validate=False), result.train_latency)
+        pred = model.predict(enc.encode(result.test_archs, validate=False))
+        others[encoding] = metrics.summary(result.test_latency, pred)
+    return others
+
+
+def print_table(args: argparse.Namespace, out: dict[str, Any], others: dict[str, dict[str, Any]]) -> None:
+    """The benchmark's table of what ``main`` wrote."""
+    final, noise, speed = out["fcc_mlp"], out["noise_floor"], out["throughput"]
     print(f"\nESM benchmark: {args.space} at {args.input_size}x{args.input_size}, onnxruntime CPU, 1 thread")
     print(f"{'quantity':<48}{'value':>14}")
     rows = [
-        ("training measurements (<= 500)", f"{len(result.train_latency)}"),
+        ("training measurements (<= 500)", f"{out['train_measurements']}"),
         ("FCC-MLP held-out accuracy (>= 0.97)", f"{final['accuracy']:.4f}"),
         ("FCC-MLP within +-10 % (>= 0.95)", f"{final['within_10']:.3f}"),
         ("FCC-MLP MAPE %", f"{final['mape']:.2f}"),
@@ -164,7 +179,6 @@ def main() -> int:
     for name, value in rows:
         print(f"{name:<48}{value:>14}")
     print(f"\nwrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

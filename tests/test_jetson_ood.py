@@ -56,3 +56,23 @@ def test_search_space_scores_are_distances_not_overflow(predictor):
     example = {"global": {"layer_type": "dws", "filters": 224},
                "units": [{"depth": 1, "blocks": [{"kernel_size": 7, "padding": 1}]}]}
     assert _score(predictor, space.validate(example), 50)["ood_score"] < 100
+
+
+def test_many_graphs_in_one_call_give_each_graph_s_own_prediction(predictor):
+    """``predict_layers_many`` (one call of each model for all graphs: what ``estimate_many`` uses) says of each
+    graph, in and out of distribution, exactly what ``predict_layers`` says of it alone."""
+    from nni_hwaware.jetson.graph import extract_layers
+
+    archs = sample_architectures(load_space("convnet"), 24, seed=5)
+    graphs = [extract_layers(convnet_onnx(a, 50, 3, 10), (1, 3, 50, 50)) for a in archs]
+    together = predictor.predict_layers_many(graphs)
+    alone = [predictor.predict_layers(g) for g in graphs]
+    assert {r["in_distribution"] for r in alone} == {True, False}
+    for a, b in zip(together, alone):
+        assert list(a) == list(b)
+        for key, value in b.items():
+            if isinstance(value, float) or key.endswith("_interval"):
+                assert a[key] == pytest.approx(value, rel=1e-12), key
+            else:
+                assert a[key] == value, key
+    assert predictor.predict_layers_many([]) == []

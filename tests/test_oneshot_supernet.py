@@ -132,6 +132,32 @@ def test_differentiable_strategies_are_refused_on_convnet():
     RandomOneShot().mutate_model(HwSupernet("convnet", input_size=12, width_mult=0.0625, num_classes=10))
 
 
+def test_a_mutated_convnet_path_is_its_frozen_network_and_starts_he_scaled():
+    """In NNI's SPOS supernet every convnet path computes what its frozen network computes (the per-slice scale
+    is part of both), and each convolution of a path starts with He's variance for its own fan-in, whatever
+    filter count and kernel the path takes (a slice of one shared weight otherwise keeps the largest's)."""
+    from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+    from nni.nas.strategy import RandomOneShot
+
+    torch.manual_seed(0)
+    supernet = RandomOneShot().mutate_model(HwSupernet("convnet", input_size=12, width_mult=0.25, num_classes=10))
+    modules = [m for m in supernet.modules() if isinstance(m, BaseSuperNetModule)]
+    x = torch.rand(4, 3, 12, 12)
+    archs = [a for a in sample_architectures(supernet.space, 12, seed=3)
+             if min(convnet_spatial_sizes(a, 12)) >= 1][:4]
+    for arch in archs:
+        sample = supernet.arch_to_sample(arch)
+        memo = dict(sample)
+        for module in modules:
+            memo.update(module.resample(memo=memo))
+        frozen = supernet.freeze(sample)
+        with torch.no_grad():
+            assert torch.allclose(supernet(x), frozen(x), atol=1e-5), arch
+        for conv in (m for m in frozen.modules() if isinstance(m, torch.nn.Conv2d)):
+            fan_in = conv.weight[0].numel()
+            assert conv.weight.std().item() == pytest.approx((2.0 / fan_in) ** 0.5, rel=0.5), (arch, fan_in)
+
+
 def test_bad_spaces_and_samples_are_one_line_errors(supernet):
     with pytest.raises(HwAwareError, match="no supernet"):
         HwSupernet("densenet")

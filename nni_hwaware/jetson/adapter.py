@@ -76,20 +76,25 @@ class JetsonNanoHardwarePredictor(HardwarePredictor):
         return ("measure with the tensorrt backend on the board through the device agent (ssh://USER@JETSON), "
                 "or use an ESM predictor of this machine")
 
-    def _result(self, arch: Architecture) -> dict[str, Any]:
+    def _graph(self, arch: Architecture) -> tuple[Any, float | None]:
+        """The layers of an architecture at the predictor's input size, and its parameter count where known."""
         space = self.space
         shape = (1, int(space.defaults["in_channels"]), self.input_size, self.input_size)
         if space.family == "convnet":
-            from nni_hwaware.jetson.graph import convnet_onnx
+            from nni_hwaware.jetson.graph import convnet_onnx, extract_layers
 
             graph = convnet_onnx(arch, self.input_size, shape[1], int(space.defaults["num_classes"]))
-            return self.model.predict_onnx(graph, shape)
+            return extract_layers(graph, shape), None
+        from nni_hwaware.jetson.graph import layers_from_module
         from nni_hwaware.spaces import build_module
 
-        return self.model.predict_module(build_module(space, arch, input_size=self.input_size), shape)
+        model = build_module(space, arch, input_size=self.input_size)
+        return layers_from_module(model, shape), float(sum(p.numel() for p in model.parameters()))
 
     def _estimate_new(self, archs: Sequence[Architecture], hashes: Sequence[str]) -> list[HardwareEstimate]:
-        return [estimate_from_result(self._result(a), h) for a, h in zip(archs, hashes)]
+        graphs, params = zip(*(self._graph(a) for a in archs)) if archs else ((), ())
+        results = self.model.predict_layers_many(graphs, params)
+        return [estimate_from_result(r, h) for r, h in zip(results, hashes)]
 
     def estimate_onnx(self, onnx: str | Path | bytes, input_shape: Sequence[int] | None = None) -> HardwareEstimate:
         """The estimate of an ONNX model (its weights may be external and absent)."""

@@ -2,10 +2,11 @@
 strategy with the hardware loss; the best architectures retrained from scratch.
 
 **SPOS + evolution** (the Jetson Nano NAS paper's method): NNI's ``RandomOneShot`` trains the
-:class:`~nni_hwaware.nas.oneshot.supernet.HwSupernet` with uniform single-path sampling (optionally only within
-the budget, through NNI's ``RangeProfilerFilter``); then NNI's ``RegularizedEvolution`` runs over the trained
-supernet (a ``NasExperiment`` on the supernet itself: NNI keeps the weights, ``sequential`` engine), chained
-with :class:`~nni_hwaware.nas.oneshot.cost.SupernetHardwareFilter` as the budget. Each candidate inherits the
+:class:`~nni_hwaware.nas.oneshot.supernet.HwSupernet` with uniform single paths, by default only those within
+the budget (:func:`single_paths`: drawn in advance and estimated in batches, one per training step); then NNI's
+``RegularizedEvolution`` runs over the trained supernet (a ``NasExperiment`` on the supernet itself: NNI keeps
+the weights, ``sequential`` engine), chained with a filter that scores each architecture once and
+:class:`~nni_hwaware.nas.oneshot.cost.SupernetHardwareFilter` as the budget. Each candidate inherits the
 supernet's weights, its batch-norm statistics are recalibrated on training batches, and it is scored on a
 validation split (never the test split) by accuracy or the paper's fitness ``0.8 * accuracy - 0.2 * EDP /
 EDP_budget`` (EDP = latency x energy; with one budgeted metric, that metric over its limit).
@@ -39,7 +40,7 @@ from nni_hwaware.hardware import HardwarePredictor, load_predictor
 from nni_hwaware.nas.accuracy import AccuracySettings, estimate_accuracy, load_digits_split, load_image_folder
 from nni_hwaware.nas.constraints import Budget
 from nni_hwaware.nas.oneshot.config import OneShotConfig, load_config
-from nni_hwaware.nas.oneshot.cost import HardwareCostPenalty, SupernetHardwareFilter, SupernetProfiler
+from nni_hwaware.nas.oneshot.cost import HardwareCostPenalty, SupernetHardwareFilter
 from nni_hwaware.nas.oneshot.supernet import HwSupernet
 from nni_hwaware.spaces.builders import convnet_spatial_sizes
 
@@ -135,23 +136,83 @@ def _run(experiment: Any) -> None:
         experiment.stop()
 
 
+def single_paths(config: OneShotConfig, supernet: HwSupernet, predictor: HardwarePredictor, budget: Budget,
+                 count: int) -> list[dict[str, Any]]:
+    """``count`` uniform single paths (supernet samples) that the supernet's input size can hold and, with
+    ``train_within_budget``, that the budget admits, drawn in advance and estimated in batches.
+
+    NNI's ``RandomOneShot(filter=...)`` rejects samples one by one, and each of its samples visits every
+    mutable module of the supernet (about 60 ms for ``convnet``); with a budget that admits one path in five,
+    most of a training step went to drawing paths. Paths drawn here are uniform over the space's choices, as
+    NNI's, then kept or rejected in one pass.
+    """
+    from nni_hwaware.spaces.sampling import sample_architectures
+
+    rng = np.random.default_rng(config.seed)
+    paths: list[dict[str, Any]] = []
+    drawn = 0
+    while len(paths) < count:
+        batch = [a for a in sample_architectures(supernet.space, 256, seed=int(rng.integers(2**31)))
+                 if trainable(supernet, a)]
+        drawn += 256
+        if config.strategy.train_within_budget and batch:
+            batch = [a for a, e in zip(batch, predictor.estimate_many(batch)) if budget.check(e).ok]
+        paths += [supernet.arch_to_sample(a) for a in batch]
+        if not paths and drawn >= 100 * 256:
+            within = f" within the budget {budget.to_dict()}" if config.strategy.train_within_budget else ""
+            raise HwAwareError(f"none of {drawn} random {supernet.space.name} architectures fits the supernet's "
+                               f"input size {supernet.input_size}{within}; raise train.input_size or the budget")
+    return paths[:count]
+
+
 def train_supernet(config: OneShotConfig, supernet: HwSupernet, predictor: HardwarePredictor, budget: Budget,
                    data: dict[str, torch.Tensor], workdir: Path) -> Any:
-    """SPOS: NNI's ``RandomOneShot`` on the supernet (uniform single paths; those the supernet's input size
-    cannot hold are resampled, and with ``train_within_budget`` those over the budget too)."""
-    from nni.nas.oneshot.pytorch.profiler import RangeProfilerFilter
-    from nni.nas.strategy import RandomOneShot
-
-    range_filters = [RangeProfilerFilter(SupernetProfiler(supernet, predictor, metric), max=budget.limit(metric))
-                     for metric in budget.metrics] if config.strategy.train_within_budget else []
-
-    def keep(sample: dict[str, Any]) -> bool:
-        return trainable(supernet, supernet.sample_to_arch(sample)) and all(f(sample) for f in range_filters)
-
+    """SPOS: NNI's ``RandomOneShot`` on the supernet, one uniform single path per step from
+    :func:`single_paths` (those the supernet's input size holds; with ``train_within_budget``, within the budget).
+    """
+    steps_per_epoch = -(-len(data["y_train"]) // config.train.batch_size)
+    val_steps = -(-len(data["y_val"]) // 256)
+    paths = single_paths(config, supernet, predictor, budget,
+                         min(config.train.epochs * (steps_per_epoch + val_steps), _MAX_PATHS))
     torch.manual_seed(config.seed)
-    strategy = RandomOneShot(filter=keep)
+    strategy = _paths_one_shot(paths, config.seed)
     _run(_experiment(supernet, _evaluator(config, data, supernet.num_classes), strategy, workdir))
     return strategy
+
+
+#: Distinct paths drawn in advance for supernet training (reused in a new random order beyond that).
+_MAX_PATHS = 2048
+
+
+def _paths_one_shot(paths: list[dict[str, Any]], seed: int) -> Any:
+    """NNI's ``RandomOneShot`` whose every step trains the next of ``paths`` (in a random order, repeated)."""
+    from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
+    from nni.nas.strategy import RandomOneShot
+
+    class PathsLightningModule(RandomSamplingLightningModule):
+        """NNI's SPOS module; a step's path comes from the drawn list instead of rejection sampling."""
+
+        def __init__(self, training_module: Any) -> None:
+            super().__init__(training_module)
+            self._rng, self._order = np.random.default_rng(seed), iter(())
+
+        def resample(self) -> dict[str, Any]:
+            index = next(self._order, None)
+            if index is None:
+                self._order = iter(self._rng.permutation(len(paths)).tolist())
+                index = next(self._order)
+            result = dict(paths[index])
+            for module in self.supernet_modules():
+                result.update(module.resample(memo=result))
+            return result
+
+    class PathsOneShot(RandomOneShot):
+        """``RandomOneShot`` training the drawn single paths."""
+
+        def configure_oneshot_module(self, training_module: Any) -> Any:
+            return PathsLightningModule(training_module)
+
+    return PathsOneShot()
 
 
 # --------------------------------------------------------------------------------------- evolution
@@ -208,7 +269,18 @@ def evolve(config: OneShotConfig, supernet: HwSupernet, predictor: HardwarePredi
 
     settings = config.strategy
     hw_filter = SupernetHardwareFilter(supernet, predictor, budget, patience=1000)
-    fits = Filter(lambda model: trainable(supernet, supernet.sample_to_arch(model.sample)), patience=1000)
+    scored: set[str] = set()
+
+    def new_and_trainable(model: Any) -> bool:
+        """Samples differing only in blocks beyond a unit's depth are one architecture: score it once."""
+        arch = supernet.sample_to_arch(model.sample)
+        key = supernet.space.arch_hash(arch)
+        if key in scored or not trainable(supernet, arch):
+            return False
+        scored.add(key)
+        return True
+
+    fits = Filter(new_and_trainable, patience=1000)
     strategy = Chain(RegularizedEvolution(population_size=settings.population, sample_size=settings.sample_size,
                                           seed=config.seed, dedup=True), fits, hw_filter)
     with progress_bar(settings.cycles, "evolution over the supernet", unit="model") as bar:

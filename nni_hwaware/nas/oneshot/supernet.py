@@ -11,7 +11,8 @@
 * ``convnet`` layers are a ``LayerChoice`` on ``global_layer_type`` (plain or depthwise-separable) of
   ``LayerChoice`` s on the layer's kernel size, whose convolutions are ``MutableConv2d`` with the layer's
   padding and the global filter count as mutable arguments (channels are slices of one weight); the classifier
-  reads the feature map's channels and size and uses the matching slice of one weight.
+  reads the feature map's channels and size and uses the matching (centred) slice of one weight; every slice is
+  scaled for its own fan-in, so each path starts as the He-initialized network the trials train.
 
 The stem and head modules are taken from ``build_module``'s own network, so a frozen sample is the same
 network as ``build_module`` builds for its architecture (``tests/test_oneshot_supernet.py`` checks layer by
@@ -28,8 +29,9 @@ so those strategies are refused on it with one line when they mutate the space.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import nni
@@ -85,15 +87,24 @@ def _layer_choice(label: str, values: list[Any], factory: Callable[[Any], nn.Mod
 class ConvnetHead(nn.Module):
     """The convnet classifier on whatever feature map arrives: channels and size pick a slice of one weight.
 
-    ``Linear(F * s * s, classes)`` of the frozen network is ``weight[:, :F, :s, :s]`` flattened (channels,
-    rows, columns: the order of ``nn.Flatten``), so every filter count and spatial size shares the weights.
+    ``Linear(F * s * s, classes)`` of the frozen network is ``weight[:, :F, o:o + s, o:o + s]`` flattened
+    (channels, rows, columns: the order of ``nn.Flatten``), so every filter count and spatial size shares the
+    weights. The window is centred (``o = (S - s) // 2`` for the largest size ``S``): a convnet layer's padding
+    and kernel grow or shrink its map around the same centre, so a head weight keeps looking at the same part of
+    the image whatever the architecture (a corner-aligned window mixes up positions, and the supernet stays at
+    chance). The weight is stored at the scale of PyTorch's default ``Linear`` for the space's default
+    architecture, and each slice is multiplied by ``sqrt(reference_fan_in / fan_in)`` (as the convolutions,
+    see :func:`scaled_mixed_conv`): every slice starts as a default ``Linear`` of its own size, and the large
+    ones do not explode.
     """
 
-    def __init__(self, max_channels: int, max_size: int, num_classes: int) -> None:
+    def __init__(self, max_channels: int, max_size: int, num_classes: int, reference_fan_in: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, max_channels, max_size, max_size))
         self.bias = nn.Parameter(torch.zeros(num_classes))
-        nn.init.normal_(self.weight, std=0.01)
+        self.reference_fan_in = int(reference_fan_in)
+        bound = self.reference_fan_in ** -0.5
+        nn.init.uniform_(self.weight, -bound, bound)
 
     def sliced(self, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight and bias of ``Linear(channels * size * size, classes)``."""
@@ -101,7 +112,10 @@ class ConvnetHead(nn.Module):
         if channels > max_channels or size > max_size:
             raise HwAwareError(f"convnet head: a {channels}x{size}x{size} feature map exceeds the supernet's "
                                f"{max_channels}x{max_size}x{max_size}")
-        return self.weight[:, :channels, :size, :size].reshape(self.weight.shape[0], -1), self.bias
+        start = (max_size - size) // 2
+        window = self.weight[:, :channels, start:start + size, start:start + size]
+        scale = (self.reference_fan_in / (channels * size * size)) ** 0.5
+        return window.reshape(self.weight.shape[0], -1) * scale, self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.sliced(x.shape[1], x.shape[2])
@@ -227,7 +241,8 @@ class HwSupernet(ModelSpace):
 
         self.layers = Repeat(layer, nni.choice(depth_label(spec.name), list(range(spec.min_depth, spec.max_depth + 1))))
         # He init, as the trials train convnets: plain ReLU stacks without batch norm do not learn from
-        # PyTorch's default init in a short training
+        # PyTorch's default init in a short training (a one-shot strategy's mixed convolutions get theirs from
+        # scaled_mixed_conv)
         for module in self.layers.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -240,7 +255,8 @@ class HwSupernet(ModelSpace):
             self.head[-1] = nn.Linear(int(ensure_frozen(channels)) * size * size, self.num_classes)
             return
         grow = max(2 * p - k + 1 for p in self.space.block_choices["padding"] for k in kernels)
-        self.head = ConvnetHead(max(scaled), self.input_size + spec.max_depth * max(grow, 0), self.num_classes)
+        self.head = ConvnetHead(max(scaled), self.input_size + spec.max_depth * max(grow, 0), self.num_classes,
+                                reference_fan_in=_last_linear(reference).in_features)
 
     # ------------------------------------------------------------------------------------- samples
     def arch_to_sample(self, arch: Any) -> dict[str, Any]:
@@ -262,6 +278,26 @@ class HwSupernet(ModelSpace):
         return sample_to_arch(self.space, {k: self.plain_value(k, v) for k, v in sample.items()})
 
     # ------------------------------------------------------------------------------------ NNI hooks
+    def leaf_mutables(self, is_leaf: Callable[[Mutable], bool]) -> Iterable[Any]:
+        """NNI's leaf mutables, one per label, remembered while the module tree stays the same.
+
+        A mutated ``convnet`` supernet holds each label hundreds of times (``global_filters`` in every mixed
+        convolution), and NNI's ``simplify`` compares every repeat with the first; its evolution simplifies the
+        space for every candidate it draws or mutates, which was most of the evolution's time. The repeats are
+        compared once, here.
+        """
+        key = (tuple(id(m) for m in self.modules()), is_leaf)
+        cached = getattr(self, "_leaves", None)
+        if cached is None or cached[0] != key:
+            first: dict[str, Any] = {}
+            for mutable in super().leaf_mutables(is_leaf):
+                label = getattr(mutable, "label", None)
+                if label in first and not mutable.equals(first[label]):
+                    raise HwAwareError(f"supernet: two different choices share the label {label!r}")
+                first.setdefault(label, mutable)
+            cached = self._leaves = (key, list(first.values()))
+        return iter(cached[1])
+
     def freeze(self, sample: Mapping[str, Any]) -> nn.Module:
         """The network of a sample; on a trained supernet it uses the supernet's weights (shared, not copied).
 
@@ -290,7 +326,7 @@ class HwSupernet(ModelSpace):
         penalty = getattr(strategy, "penalty", None)
         if callable(getattr(penalty, "bind", None)):
             penalty.bind(self)
-        return []
+        return [scaled_mixed_conv] if self.space.family == "convnet" else []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.space.family == "convnet":
@@ -299,6 +335,54 @@ class HwSupernet(ModelSpace):
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def scaled_mixed_conv(module: nn.Module, name: str, memo: dict[str, Any],
+                      mutate_kwargs: dict[str, Any]) -> nn.Module | None:
+    """NNI mutation hook: a ``ScaledMixedConv2d`` in place of each ``MutableConv2d`` of the convnet (see
+    :func:`_scaled_mixed_conv_class`)."""
+    return _scaled_mixed_conv_class().mutate(module, name, memo, mutate_kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def _scaled_mixed_conv_class() -> type:
+    """:class:`ScaledMixedConv2d`, made on first use (NNI's one-shot modules import Lightning)."""
+    from nni.nas.oneshot.pytorch.supermodule.operation import MixedConv2d
+
+    class ScaledMixedConv2d(MixedConv2d):
+        """NNI's ``MixedConv2d`` whose every slice is He-scaled for its own fan-in.
+
+        The convnet has no batch norm; NNI builds one weight at the largest filter count and kernel with
+        PyTorch's default init, and a slice of it keeps that one scale whatever its own fan-in, so deep paths
+        explode or vanish (losses of 10-100, a supernet at chance). Here the weight is He-initialized for its
+        full fan-in and each slice is multiplied by ``sqrt(full_fan_in / fan_in)``, in training and in the frozen
+        network alike, so every path starts as the He-initialized network the trials train.
+        """
+
+        def __init__(self, module_kwargs: dict[str, Any]) -> None:
+            super().__init__(module_kwargs)
+            self.full_fan_in = self.weight[0].numel()
+            with torch.no_grad():
+                self.weight.normal_(0.0, (2.0 / self.full_fan_in) ** 0.5)
+                if self.bias is not None:
+                    self.bias.zero_()
+
+        def simplify(self, is_leaf: Callable[[Mutable], bool] | None = None) -> dict[str, Any]:
+            """NNI's ``simplify``, remembered: NNI's path sampling calls it for every mixed convolution at every
+            step (most of a step's sampling time on ``convnet``), and a convolution's labels never change."""
+            if is_leaf is not None:
+                return super().simplify(is_leaf)
+            if getattr(self, "_labels", None) is None:
+                self._labels = super().simplify()
+            return dict(self._labels)
+
+        def _freeze_weight_impl(self, *args: Any, **kwargs: Any) -> Any:
+            params = super()._freeze_weight_impl(*args, **kwargs)
+            weight = params["weight"]
+            return {**params, "weight": weight * (self.full_fan_in / weight[0].numel()) ** 0.5}
+
+    ScaledMixedConv2d.__qualname__ = ScaledMixedConv2d.__name__
+    return ScaledMixedConv2d
+
+
 def _string_labels(space: SearchSpace) -> frozenset[str]:
     """The labels realised as ``LayerChoice`` (their sample values are names, not the space's values)."""
     labels = {label for label in nas_choices(space)
