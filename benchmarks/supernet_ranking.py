@@ -76,11 +76,29 @@ def ranking(config: OneShotConfig, epochs: int, within_budget: bool, archs: list
             "supernet_best_accuracy": round(float(np.max(scores)), 3), "supernet_accuracy": scores}
 
 
+def parse_settings(text: str) -> list[tuple[int, bool]]:
+    """``"3:space,30:budget"`` -> ``[(3, False), (30, True)]``; anything else is argparse's one-line error."""
+    settings = []
+    for item in text.split(","):
+        epochs, _, paths = item.partition(":")
+        if not epochs.isdigit() or int(epochs) < 1 or paths not in ("space", "budget"):
+            raise argparse.ArgumentTypeError(f"{item!r} is not EPOCHS:space or EPOCHS:budget (e.g. 30:budget)")
+        settings.append((int(epochs), paths == "budget"))
+    return settings
+
+
+def architecture_count(text: str) -> int:
+    """4 to 200 (fewer say nothing about a ranking; more take long), else argparse's one-line error."""
+    if not text.isdigit() or not 4 <= int(text) <= 200:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of architectures from 4 to 200")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", default="3:space,30:space,30:budget",
+    parser.add_argument("--settings", type=parse_settings, default="3:space,30:space,30:budget",
                         help="comma-separated EPOCHS:space|budget (paths over the whole space or within the budget)")
-    parser.add_argument("--archs", type=int, default=16, help="architectures scored both ways")
+    parser.add_argument("--archs", type=architecture_count, default=16, help="architectures scored both ways (4-200)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "supernet_ranking.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -94,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                                 min_input=config.train.input_size, seed=1)
     scratch = [estimate_accuracy(probe.space, a, settings)["accuracy"] for a in archs]
     rows = []
-    for setting in args.settings.split(","):
-        epochs, paths = setting.split(":")
-        logging.info("training the supernet: %s epochs, paths over the %s", epochs, paths)
-        rows.append(ranking(config, int(epochs), paths == "budget", archs, scratch, predictor, budget))
+    for epochs, within_budget in args.settings:
+        logging.info("training the supernet: %d epochs, paths %s", epochs,
+                     "within the budget" if within_budget else "over the whole space")
+        rows.append(ranking(config, epochs, within_budget, archs, scratch, predictor, budget))
     result = {"space": config.space, "budget": config.budget, "archs": archs, "scratch_accuracy": scratch,
               "settings": rows, "load_after": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count()}
     write_json_atomically(Path(args.out), result, indent=1)

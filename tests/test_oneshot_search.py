@@ -149,3 +149,26 @@ def test_a_folder_of_the_user_is_never_written_into(cli, tmp_path):
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "holds other files" in run.stderr
     assert [p.name for p in mine.iterdir()] == ["results.json"]
     assert (mine / "results.json").read_text() == '{"my": "numbers"}'
+
+
+@pytest.mark.parametrize("latency_ms, finds", [(0.001, False), (8.0, True)])
+def test_training_paths_under_a_tight_budget(monkeypatch, latency_ms, finds):
+    """A budget nothing meets is one line naming what to raise; one few paths meet trains those it found,
+    after a bounded number of draws, instead of drawing forever."""
+    from nni_hwaware.errors import HwAwareError
+    from nni_hwaware.nas.oneshot import search
+    from nni_hwaware.nas.oneshot.supernet import HwSupernet
+
+    monkeypatch.setattr(search, "_MAX_DRAWS", 512)  # two batches: the bound, not its size, is under test
+    config = parse_config({**SPOS, "budget": {"latency_ms": latency_ms}}, "test")
+    supernet = HwSupernet("convnet", input_size=12, width_mult=0.0625, num_classes=10)
+    predictor = load_predictor("jetson_nano", "convnet", 50)
+    budget = Budget(latency_ms=latency_ms)
+    if not finds:
+        with pytest.raises(HwAwareError, match="raise train.input_size or the budget") as info:
+            search.single_paths(config, supernet, predictor, budget, 10_000)
+        assert "\n" not in str(info.value)
+        return
+    paths = search.single_paths(config, supernet, predictor, budget, 10_000)
+    assert 0 < len(paths) < 10_000
+    assert all(budget.check(predictor.estimate(supernet.sample_to_arch(p))).ok for p in paths)

@@ -158,11 +158,17 @@ def single_paths(config: OneShotConfig, supernet: HwSupernet, predictor: Hardwar
         if config.strategy.train_within_budget and batch:
             batch = [a for a, e in zip(batch, predictor.estimate_many(batch)) if budget.check(e).ok]
         paths += [supernet.arch_to_sample(a) for a in batch]
-        if not paths and drawn >= 100 * 256:
-            within = f" within the budget {budget.to_dict()}" if config.strategy.train_within_budget else ""
-            raise HwAwareError(f"none of {drawn} random {supernet.space.name} architectures fits the supernet's "
-                               f"input size {supernet.input_size}{within}; raise train.input_size or the budget")
+        if drawn >= _MAX_DRAWS:  # a tight budget: train the paths found (reused in a new order each round)
+            break
+    if not paths:
+        within = f" within the budget {budget.to_dict()}" if config.strategy.train_within_budget else ""
+        raise HwAwareError(f"none of {drawn} random {supernet.space.name} architectures fits the supernet's "
+                           f"input size {supernet.input_size}{within}; raise train.input_size or the budget")
     return paths[:count]
+
+
+#: Random architectures drawn at most for the training paths.
+_MAX_DRAWS = 100 * 256
 
 
 def train_supernet(config: OneShotConfig, supernet: HwSupernet, predictor: HardwarePredictor, budget: Budget,
