@@ -38,12 +38,13 @@ def _campaigns(store):
 
 
 @pytest.mark.slow  # about 17 real measurements (models and reference checks)
-def test_every_iteration_and_resumption_of_a_build_is_one_campaign(measured):
+@pytest.mark.parametrize("window", [0, 2])
+def test_every_iteration_and_resumption_of_a_build_is_one_campaign(measured, window):
     space, measurer, store = measured
     archs = sample_architectures(space, 5, seed=3)
     build = {"config": "a"}
     measure = store_backed_measure(space, measurer, store, input_size=INPUT_SIZE, qc_every=2, build=build,
-                                   drift_threshold=NO_REMEASURE, show_progress=False)
+                                   drift_threshold=NO_REMEASURE, show_progress=False, window=window)
     measure(archs[:2])  # the first iteration: its first check is the baseline
     measure(archs[2:4])  # the next iteration: same campaign, checks go on from there
     (campaign,) = _campaigns(store)
@@ -53,13 +54,13 @@ def test_every_iteration_and_resumption_of_a_build_is_one_campaign(measured):
     baseline = store.qc_baseline(campaign)
     # a rerun of the same build (a new process, a new measure function) resumes the campaign
     again = store_backed_measure(space, measurer, store, input_size=INPUT_SIZE, qc_every=2, build=build,
-                                 drift_threshold=NO_REMEASURE, show_progress=False)
+                                 drift_threshold=NO_REMEASURE, show_progress=False, window=window)
     again(archs[4:])
     assert _campaigns(store) == {campaign}
     assert store.qc_baseline(campaign) == baseline and len(store.qc_checks(campaign)) > len(checks)
     # another build is another campaign
     other = store_backed_measure(space, measurer, store, input_size=INPUT_SIZE, qc_every=2, build={"config": "b"},
-                                 drift_threshold=NO_REMEASURE, show_progress=False)
+                                 drift_threshold=NO_REMEASURE, show_progress=False, window=window)
     other(sample_architectures(space, 1, seed=99))
     assert len(_campaigns(store)) == 2
 

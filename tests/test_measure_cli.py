@@ -20,7 +20,7 @@ SAMPLE = ["--space", "mobilenetv3", "--n", "5", "--seed", "3", "--strategy", "ba
           "--input-size", "16"]
 FAST = ["--runs", "20", "--warmup", "2", "--energy", "none"]
 # this machine is shared: a loose drift threshold keeps QC from re-measuring here (QC has its own test)
-QC = ["--qc-every", "3", "--qc-references", "2", "--drift", "0.5"]
+QC = ["--qc-every", "3", "--qc-references", "2", "--drift", "0.5", "--window", "2"]
 
 
 def _summary(stdout: str) -> dict:
@@ -34,7 +34,7 @@ def test_measure_export_resume_end_to_end(cli, tmp_path):
     assert run.returncode == 0, run.stderr
     summary = _summary(run.stdout)
     assert summary["measured"] == 5 and summary["skipped"] == 0 and summary["db_rows"] == 5
-    assert summary["qc_checks"] >= 3  # start, after 3 models, at the end
+    assert summary["qc_checks"] == 1 + 3  # the device baseline, then one per window of 2 models
     assert "measure mobilenetv3 5/5 (100%)" in run.stderr and "ETA" in run.stderr and "QC drift" in run.stderr
 
     # the same arguments select the same architectures as `spaces sample`
@@ -51,6 +51,8 @@ def test_measure_export_resume_end_to_end(cli, tmp_path):
     assert (df["space"] == "mobilenetv3").all() and (df["input_size"] == 16).all() and (df["runs"] == 20).all()
     assert (df["latency_ms"] > 0).all() and df["energy_mj"].isna().all()
     assert df["device"].nunique() == 1
+    # every window normalized by its references; the figure as timed is exported beside it
+    assert (df["normalization"] == "reference-window").all() and (df["latency_raw_ms"] > 0).all()
 
     # running the same command again measures nothing new
     again = cli("measure", *SAMPLE, *FAST, *QC, "--db", str(db), "--json")
@@ -95,7 +97,7 @@ def test_adaptive_mode_reports_the_runs_it_saves(tmp_path, capsys):
 def test_quality_control_remeasures_on_drift_and_marks_what_stays_off(tmp_path, capsys):
     db = tmp_path / "m.db"
     common = ["measure", "--space", "convnet", "--n", "3", "--input-size", "8", "--runs", "10", "--warmup", "1",
-              "--energy", "none", "--qc-every", "2", "--qc-references", "2", "--json", "--quiet"]
+              "--energy", "none", "--qc-every", "2", "--qc-references", "2", "--json", "--quiet", "--window", "0"]
     # a threshold of 1e-12 fails every check that is not bit-identical: the models are measured again, then kept
     assert main([*common, "--drift", "1e-12", "--db", str(db)]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -114,6 +116,33 @@ def test_quality_control_remeasures_on_drift_and_marks_what_stays_off(tmp_path, 
     assert summary["remeasured"] == 0
     with MeasurementStore(db2, readonly=True) as store:
         assert set(store.dataset()["qc_status"]) == {"ok"}
+
+
+def test_a_window_whose_references_disagree_is_measured_again_and_its_figures_kept_in_the_history(tmp_path,
+                                                                                                   capsys):
+    db = tmp_path / "m.db"
+    common = ["measure", "--space", "convnet", "--n", "3", "--input-size", "8", "--runs", "10", "--warmup", "1",
+              "--energy", "none", "--qc-references", "2", "--window", "2", "--json", "--quiet"]
+    # two references never agree to 1e-12 after normalization: every window is measured 3 times, then kept
+    assert main([*common, "--drift", "1e-12", "--db", str(db)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["remeasured"] == 2 * 3 and summary["drift_flagged"] == 3
+    assert summary["qc_checks"] == 1 + 2 * 3  # the device's baseline, then three checks of each window
+    with MeasurementStore(db, readonly=True) as store:
+        df = store.dataset()
+        history = store.count("measurement_history")
+        checks = store.qc_checks(summary["campaign"])
+    assert len(df) == 3 and set(df["qc_status"]) == {"drift"} and history == 6 and (df["attempt"] == 3).all()
+    assert [c["models_done"] for c in checks[:2]] == [0, 0] and {c["factor"] for c in checks[:2]} == {1.0}
+    # each latency is the raw one divided by its window's reference factor
+    factors = {c["check_index"]: c["factor"] for c in checks}
+    with MeasurementStore(db, readonly=True) as store:
+        for _, m in store.measurements():
+            assert m.latency_ms == pytest.approx(m.latency_raw_ms / factors[m.normalization["check"]])
+    # a generous threshold: every window passes at once, against the baseline this device already has
+    assert main([*common, "--drift", "10", "--seed", "8", "--db", str(db)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["remeasured"] == 0 and summary["qc_checks"] == 2 and summary["measured"] == 3
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -302,21 +302,42 @@ def test_spaces_are_keyed_by_content_not_name(tmp_path):
     store.close()
 
 
-def test_version_1_stores_are_read_and_migrated(tmp_path):
-    db = tmp_path / "m.db"
-    space = _filled_store(db, rows=3)
-    conn = sqlite3.connect(db)  # what a store written before fingerprints looks like
-    conn.execute("ALTER TABLE spaces DROP COLUMN fingerprint")
-    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+def _as_older_version(db, version: int) -> None:
+    """Make a store look like one written by an older nni-hwaware: drop the columns later versions added."""
+    conn = sqlite3.connect(db)
+    for table, column in (("measurements", "latency_raw_ms"), ("measurements", "normalization"),
+                          ("measurement_history", "latency_raw_ms"), ("measurement_history", "normalization"),
+                          ("qc_checks", "factor")) + ((("spaces", "fingerprint"),) if version < 2 else ()):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.execute(f"UPDATE meta SET value='{version}' WHERE key='schema_version'")
     conn.commit()
     conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_stores_are_read_as_they_are_and_migrated_when_written(tmp_path, version):
+    db = tmp_path / "m.db"
+    space = _filled_store(db, rows=3)
+    _as_older_version(db, version)
     with MeasurementStore(db, readonly=True) as store:  # read as it is
-        assert len(store.dataset(space=space)) == 3 and len(store.dataset(space="convnet")) == 3
+        df = store.dataset(space=space)
+        assert len(df) == 3 and len(store.dataset(space="convnet")) == 3
+        assert list(df["latency_raw_ms"]) == list(df["latency_ms"]) and df["normalization"].isna().all()
     with MeasurementStore(db) as store:  # migrated when opened for writing
         row = store._conn.execute("SELECT fingerprint FROM spaces").fetchone()
         assert row[0] == space_fingerprint(space)
-        assert store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
         assert len(store.measured_hashes(space, DEVICE, "onnxruntime", 32)) == 3
+        # the history keeps the column order of the measurements after the migration's ALTER TABLEs
+        _, first = store.measurements()[0]
+        first.latency_raw_ms, first.latency_ms = first.latency_ms, first.latency_ms / 2
+        first.normalization = {"method": "reference-window", "factor": 2.0}
+        assert store.add_measurement(first, replace=True)
+        old = store._conn.execute("SELECT latency_ms, latency_raw_ms, normalization FROM measurement_history")
+        assert [tuple(r) for r in old] == [(first.latency_raw_ms, None, None)]
+        again = store.get_measurement(space, first.arch_hash, DEVICE, "onnxruntime", 32)
+        assert again.normalization == {"method": "reference-window", "factor": 2.0}
+        assert again.timed_ms == first.latency_raw_ms == 2 * again.latency_ms
 
 
 def test_newer_schema_is_refused(tmp_path):

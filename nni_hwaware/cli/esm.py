@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from nni_hwaware.artifacts import check_output_dir
-from nni_hwaware.cli.measure import add_device_arguments
+from nni_hwaware.cli.measure import add_device_arguments, add_window_argument
 from nni_hwaware.cli.options import add_dataclass_options, dataclass_from_args, parameter_default
 from nni_hwaware.errors import HwAwareError
 from nni_hwaware.esm import EVAL_STRATEGIES, ESMConfig, store_backed_measure
@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-threshold", type=float,
                    default=parameter_default(store_backed_measure, "drift_threshold"),
                    help="relative drift of the reference models that fails a check (0.03: 3 %%)")
+    add_window_argument(p, parameter_default(store_backed_measure, "window"))
     add_dataclass_options(p, ESMConfig, ["seed"], help=_BUILD_HELP)
     p.add_argument("--db", required=True, help="SQLite measurement store (created if missing)")
     p.add_argument("--out", required=True, help="predictor directory to write")
@@ -96,7 +97,7 @@ def _build(args: argparse.Namespace) -> int:
     config = dataclass_from_args(ESMConfig, args)
     config.check()
     protocol = dataclass_from_args(Protocol, args)
-    check_quality_control(args.qc_every, 3, args.drift_threshold)
+    check_quality_control(args.qc_every, 3, args.drift_threshold, args.window)
     device = device_argument(args.device)
     out = check_output_dir(args.out, "esm")
     # the device before the store: an unreachable one leaves no database behind
@@ -112,7 +113,7 @@ def _build(args: argparse.Namespace) -> int:
         build = {"config": dataclasses.asdict(config), "protocol": protocol.to_dict(), "backend": args.backend,
                  "threads": args.threads}
         measure = store_backed_measure(space, measurer, store, input_size=size, qc_every=args.qc_every,
-                                       drift_threshold=args.drift_threshold, build=build)
+                                       drift_threshold=args.drift_threshold, build=build, window=args.window)
         result = run_esm(space, config, measure, input_size=size, device=measurer.device_description)
     finally:
         measurer.close()

@@ -69,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--drift", dest="drift_threshold", type=float, metavar="REL",
                    default=parameter_default(Campaign, "drift_threshold"),
                    help="relative drift that fails a check (default: %(default)s)")
+    add_window_argument(g, parameter_default(Campaign, "window"))
     g = p.add_argument_group("energy")
     g.add_argument("--energy", choices=METERS, default=parameter_default(make_measurer, "energy"),
                    help="meter (auto: what this machine has)")
@@ -111,6 +112,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_import_nni)
 
 
+def add_window_argument(parser: Any, default: int) -> None:
+    """``--window``: models timed interleaved with the reference models and normalized by them (as ``measure``
+    and ``build`` take)."""
+    parser.add_argument("--window", type=int, default=default, metavar="W",
+                        help="time W models at a time interleaved with the reference models and normalize their "
+                             "latencies by them, one check per window (0: one model at a time, checked every "
+                             "--qc-every; remote devices always do that; default: %(default)s)")
+
+
 def add_device_arguments(parser: Any) -> None:
     """``--device`` (repeatable: a pool of remote devices) and ``--token-file``, as every measuring command takes."""
     parser.add_argument("--device", action="append", default=None, metavar="DEVICE",
@@ -131,7 +141,7 @@ def _measure(args: argparse.Namespace) -> int:
     protocol = dataclass_from_args(Protocol, args)
     if args.protocol == "jetson_dataset":
         protocol = dataclass_from_args(JetsonDatasetProtocol, args, warmup=args.warmup)
-    check_quality_control(args.qc_every, args.references, args.drift_threshold)
+    check_quality_control(args.qc_every, args.references, args.drift_threshold, args.window)
     device = device_argument(args.device)
     _check_db_argument(args.db, write=True)
     if args.space is not None:
@@ -213,7 +223,7 @@ def _measure_space(args, space, archs, size, measurer, store, progress_cls) -> d
                   "bins": args.bins if args.strategy == "balanced" else None}
     campaign = Campaign(space, archs, measurer, store, input_size=size, definition=definition,
                         qc_every=args.qc_every, references=args.references, drift_threshold=args.drift_threshold,
-                        progress=progress)
+                        progress=progress, window=args.window)
     try:
         report = campaign.run()
     finally:

@@ -28,6 +28,7 @@ def store_backed_measure(
     input_size: int,
     qc_every: int = 50,
     drift_threshold: float = 0.03,
+    window: int = 10,
     build: Mapping[str, Any] | None = None,
     label: str = "measure",
     show_progress: bool = True,
@@ -46,7 +47,8 @@ def store_backed_measure(
     flagged ``drift`` (its window drifted past the threshold even after re-measurement) reads back as NaN,
     which the loop leaves out of training and judging; a later call for it (a resumed build) checks it again.
     ``drift_threshold`` is the relative drift of the
-    reference models that fails a check (the paper's 3 %).
+    reference models that fails a check (the paper's 3 %); ``window`` models are timed interleaved with the
+    references and normalized by them (:class:`~nni_hwaware.measure.campaign.Campaign`; 0: one at a time).
     """
     # imported here: measuring pulls in the backends, which ``import nni_hwaware.esm`` need not load
     from nni_hwaware.measure.campaign import Campaign
@@ -61,7 +63,8 @@ def store_backed_measure(
         progress = Progress(len(archs), label=label, enabled=show_progress)
         try:
             campaign = Campaign(space, archs, measurer, store, input_size=input_size, definition=definition,
-                                qc_every=qc_every, drift_threshold=drift_threshold, progress=progress)
+                                qc_every=qc_every, drift_threshold=drift_threshold, progress=progress,
+                                window=window)
             if qc_every > 0:
                 # a resumed build checks its drifted models again (and re-measures them if the window still
                 # drifts), so a quieter machine or a raised threshold can redeem them

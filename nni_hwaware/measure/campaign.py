@@ -7,6 +7,15 @@ drift of the references from that baseline exceeds ``drift_threshold`` (3 %), th
 last good check are measured again and the check repeated (at most ``max_remeasure_rounds`` times; models
 that still fail are kept with ``qc_status = 'drift'``). Models covered by a good check get ``qc_status='ok'``.
 
+With ``window`` > 0 (the default, on a measurer that can interleave), the campaign measures in *windows*
+instead: each window of ``window`` models is timed interleaved with the references
+(:meth:`~nni_hwaware.measure.measurer.Measurer.measure_interleaved`), so drift hits all of them alike, and each
+latency is divided by the window's reference factor (:mod:`nni_hwaware.measure.normalize`): the stored
+``latency_ms`` is at the speed of the references' first measurement on this device (the baseline every campaign
+on the device shares), and ``latency_raw_ms`` keeps the figure as timed. Every window is a check; a window whose
+references disagree by more than ``drift_threshold`` after normalization is measured again (its figures go to
+the history) and, if it still fails, kept with ``qc_status = 'drift'``, which no predictor trains on.
+
 The campaign's id is a hash of what defines it, so running the same command again resumes it: stored models
 are skipped, and the models of an interrupted run that no check covered yet are checked first.
 """
@@ -22,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nni_hwaware.errors import ParameterError
+from nni_hwaware.measure.normalize import WindowNormalization
 from nni_hwaware.measure.progress import Progress
 from nni_hwaware.measure.runner import Measurer, ModelResult, measurer_model
 from nni_hwaware.measure.store import Measurement, MeasurementStore, space_text, text_hash
@@ -33,10 +43,17 @@ DEFAULT_REFERENCES = 3
 DEFAULT_DRIFT = 0.03
 #: More reference models than this would spend more time checking than measuring.
 MAX_REFERENCES = 20
+#: Models timed interleaved with the references in one window (0: measure one model at a time).
+DEFAULT_WINDOW = 10
+#: Every model of a window is open at once; more would hold too many sessions in memory.
+MAX_WINDOW = 100
 
 
-def check_quality_control(qc_every: int, references: int, drift_threshold: float) -> None:
+def check_quality_control(qc_every: int, references: int, drift_threshold: float, window: int = 0) -> None:
     """Check the quality-control settings of a campaign; a one-line error names the parameter."""
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_WINDOW:
+        raise ParameterError(f"window must be an integer from 0 (one model at a time) to {MAX_WINDOW}, got "
+                             f"{window!r}", parameter="window")
     if isinstance(qc_every, bool) or not isinstance(qc_every, int) or qc_every < 0:
         raise ParameterError(f"qc_every must be an integer >= 0 (0 turns quality control off), got {qc_every!r}",
                              parameter="qc_every")
@@ -113,13 +130,31 @@ class Campaign:
         How many times models are re-measured after failed checks before they are kept as ``drift``.
     progress
         Progress line (or ``None``).
+    window
+        Models per interleaved, normalized window (0, no references, or a measurer that cannot interleave such
+        as a remote device: one model at a time, checked every ``qc_every`` models).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from nni_hwaware.measure.protocol import Protocol
+    >>> from nni_hwaware.measure.runner import make_measurer
+    >>> from nni_hwaware.spaces import load_space, sample_architectures
+    >>> space = load_space("resnet")
+    >>> measurer = make_measurer("onnxruntime", energy="none", protocol=Protocol(runs=10, warmup=2))
+    >>> store = MeasurementStore(os.path.join(tempfile.mkdtemp(), "m.db"))
+    >>> report = Campaign(space, sample_architectures(space, 4, seed=1), measurer, store, input_size=16,
+    ...                   window=2).run()
+    >>> report.measured, len(report.checks), store.measurements()[0][1].normalization["method"]
+    (4, 2, 'reference-window')
     """
 
     def __init__(self, space: Any, archs: Sequence[dict], measurer: Measurer, store: MeasurementStore, *,
                  input_size: int, definition: dict[str, Any] | None = None, qc_every: int = 50,
                  references: int = DEFAULT_REFERENCES, drift_threshold: float = DEFAULT_DRIFT,
-                 max_remeasure_rounds: int = 2, progress: Progress | None = None) -> None:
-        check_quality_control(qc_every, references, drift_threshold)
+                 max_remeasure_rounds: int = 2, progress: Progress | None = None,
+                 window: int = DEFAULT_WINDOW) -> None:
+        check_quality_control(qc_every, references, drift_threshold, window)
         self.space = space
         self.archs = [space.validate(a) for a in archs]
         self.measurer = measurer
@@ -131,10 +166,11 @@ class Campaign:
         self.progress = progress
         self.references = reference_architectures(space, references) if qc_every > 0 and references > 0 else []
         self._reference_models: dict[str, Any] = {}
+        self.window = window if self.references and hasattr(measurer, "measure_interleaved") else 0
         self.definition = {
             **(definition or {}), "space": space.name, "space_hash": text_hash(space_text(space)),
             "input_size": input_size, "device": measurer.device_key, "backend": measurer.backend.name,
-            "precision": measurer.backend.precision,
+            "precision": measurer.backend.precision, **({"window": self.window} if self.window else {}),
         }
         self.id = "c" + text_hash(json.dumps(self.definition, sort_keys=True))
         self.report = CampaignReport(self.id, len(self.archs))
@@ -154,6 +190,11 @@ class Campaign:
             self.progress.resume(self.report.skipped, note=f"{self.report.skipped} already stored"
                                  if self.report.skipped else "")
         pending = store.measurements(campaign=self.id, qc_status="unchecked")
+        if self.window:
+            self._run_windows([json.loads(m.arch_json) for _, m in pending], replace=True)
+            self._run_windows(todo, replace=False)
+            store.finish_campaign(self.id)
+            return self.report
         if self.references and (todo or pending):  # a finished campaign needs no new check
             self._check_and_fix()
         since_check = 0
@@ -176,6 +217,88 @@ class Campaign:
         store.finish_campaign(self.id)
         return self.report
 
+    # ------------------------------------------------------------------------ interleaved, normalized windows
+    def _run_windows(self, archs: list[dict], *, replace: bool) -> None:
+        """Measure ``archs`` window by window; ``replace``: they are stored already (unchecked), measure again."""
+        if archs and not self._device_baseline():
+            self._measure_baseline()
+        for start in range(0, len(archs), self.window):
+            for measurement in self._measure_window(archs[start:start + self.window], replace=replace):
+                if not replace:
+                    self.report.measured += 1
+                if self.progress:
+                    self.progress.update(self.report.skipped + self.report.measured, last_ms=measurement.latency_ms)
+
+    def _measure_window(self, archs: list[dict], *, replace: bool) -> list[Measurement]:
+        """Time one window with the references, normalize it, store it; re-measure it while its check fails."""
+        m = self.measurer
+        models = [measurer_model(m, self.space, arch, self.input_size) for arch in archs]
+        for round_ in range(self.max_remeasure_rounds + 1):
+            results = m.measure_interleaved(models + self._reference_model_list())  # type: ignore[attr-defined]
+            normalization, index = self._window_check(results[len(archs):], models_done=len(archs))
+            ok = normalization.residual <= self.drift_threshold
+            last = ok or round_ == self.max_remeasure_rounds
+            if not last:
+                logger.info("QC: references disagree by %.1f%% > %.0f%% after normalization; measuring the %d "
+                            "model(s) of the window again", 100 * normalization.residual,
+                            100 * self.drift_threshold, len(archs))
+            elif not ok:
+                logger.warning("QC: window still drifts %.1f%% > %.0f%% after %d re-measurement round(s); %d "
+                               "model(s) kept with qc_status=drift", 100 * normalization.residual,
+                               100 * self.drift_threshold, round_, len(archs))
+                self.report.drift_flagged += len(archs)
+            stored = [self._record(arch, result, remeasure=replace or round_ > 0,
+                                   normalization=(normalization, index), qc_status="ok" if ok else "drift")
+                      for arch, result in zip(archs, results)]
+            if round_:
+                self.report.remeasured += len(archs)
+            if last:
+                return stored
+        raise AssertionError("unreachable")  # the last round returns
+
+    def _reference_model_list(self) -> list[Any]:
+        """The references' models, exported once per campaign."""
+        m = self.measurer
+        for arch in self.references:
+            arch_hash = self.space.arch_hash(arch)
+            if arch_hash not in self._reference_models:
+                self._reference_models[arch_hash] = measurer_model(m, self.space, arch, self.input_size)
+        return [self._reference_models[self.space.arch_hash(arch)] for arch in self.references]
+
+    def _device_baseline(self) -> dict[str, float]:
+        """The references' baseline on this device (every campaign on it shares one); ``{}`` before the first."""
+        m = self.measurer
+        baseline = self.store.reference_baseline(self.space, m.device_key, m.backend.name, self.input_size,
+                                                 precision=m.backend.precision)
+        return baseline if all(self.space.arch_hash(arch) in baseline for arch in self.references) else {}
+
+    def _measure_baseline(self) -> None:
+        """The device's first check: the references timed interleaved on their own give the baseline."""
+        results = self.measurer.measure_interleaved(self._reference_model_list())  # type: ignore[attr-defined]
+        self._window_check(results, models_done=0)
+
+    def _window_check(self, results: list[ModelResult], *, models_done: int) -> tuple[WindowNormalization, int]:
+        """Normalize a window by its references' results against the device's baseline, and store the check."""
+        m, store = self.measurer, self.store
+        latencies = {self.space.arch_hash(arch): r.timing.mean_ms for arch, r in zip(self.references, results)}
+        baseline = self._device_baseline() or latencies  # the first check is the baseline
+        normalization = WindowNormalization.from_references(latencies, baseline)
+        ok = normalization.residual <= self.drift_threshold
+        rows = [{"arch_hash": self.space.arch_hash(arch), "arch_json": self.space.canonical_json(arch),
+                 "latency_ms": r.timing.mean_ms, "latency_std_ms": r.timing.std_ms,
+                 "baseline_ms": baseline[self.space.arch_hash(arch)],
+                 "drift": abs(normalization.ratios[self.space.arch_hash(arch)] - 1), "ok": ok,
+                 "factor": normalization.factor} for arch, r in zip(self.references, results)]
+        index = store.next_check_index(self.id)
+        store.add_qc_check(self.id, index, models_done, rows, space=self.space, device=m.device_description,
+                           backend=m.backend.name, precision=m.backend.precision, input_size=self.input_size)
+        self.report.checks.append({"index": index, "models_done": models_done, "drift": normalization.residual,
+                                   "raw_drift": normalization.drift, "factor": normalization.factor, "ok": ok})
+        if self.progress:
+            self.progress.update(drift=normalization.residual)
+        return normalization, index
+
+    # ---------------------------------------------------------------------------- one model at a time
     def _measure_batch(self, archs: list[dict]) -> list[Measurement]:
         """Measure a batch: one model at a time, or all at once on a pool of devices (stored as each ends).
 
@@ -194,11 +317,16 @@ class Campaign:
         result = m.measure(measurer_model(m, self.space, arch, self.input_size))
         return self._record(arch, result, remeasure=remeasure)
 
-    def _record(self, arch: dict, result: ModelResult, *, remeasure: bool = False) -> Measurement:
+    def _record(self, arch: dict, result: ModelResult, *, remeasure: bool = False,
+                normalization: tuple[WindowNormalization, int] | None = None,
+                qc_status: str = "unchecked") -> Measurement:
         m = self.measurer
         measurement = m.to_measurement(result, space=self.space.name, arch_hash=self.space.arch_hash(arch),
                                        arch_json=self.space.canonical_json(arch), input_size=self.input_size,
                                        campaign=self.id)
+        measurement.qc_status = qc_status
+        if normalization is not None:
+            normalize_measurement(measurement, *normalization, references=len(self.references))
         self.store.add_measurement(measurement, space=self.space, device_description=m.device_description,
                                    replace=remeasure, reason="qc drift")
         self.report.runs_done += measurement.runs
@@ -257,3 +385,14 @@ class Campaign:
             for _, measurement in pending:
                 self._measure(json.loads(measurement.arch_json), remeasure=True)
                 self.report.remeasured += 1
+
+
+def normalize_measurement(measurement: Measurement, normalization: WindowNormalization, check_index: int, *,
+                          references: int) -> None:
+    """Express a measurement of a window at the baseline's speed, keeping the raw trimmed mean."""
+    measurement.latency_raw_ms = measurement.latency_ms
+    for name in ("latency_ms", "latency_std_ms", "latency_median_ms", "latency_min_ms", "ci_half_width_ms"):
+        value = getattr(measurement, name)
+        if value is not None:
+            setattr(measurement, name, normalization.normalize(value))
+    measurement.normalization = normalization.describe(check_index, references)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from nni_hwaware.errors import ParameterError
 from nni_hwaware.measure.backends import Backend, ModelToMeasure, host_description
 from nni_hwaware.measure.energy import EnergyMeter
-from nni_hwaware.measure.protocol import Protocol, TimingResult, run_protocol
+from nni_hwaware.measure.protocol import Protocol, TimingResult, run_interleaved, run_protocol
 from nni_hwaware.measure.store import Measurement, device_key
 
 #: a measurement whose kept runs vary more than this (std / mean) is flagged as an outlier
@@ -98,30 +100,46 @@ class Measurer:
     def measure(self, model: ModelToMeasure) -> ModelResult:
         """Open the model, time it with the protocol, meter its energy, close it."""
         with self.backend.open(model) as session:
-            timing = run_protocol(session.run_once, self.protocol)
-            result = ModelResult(timing=timing, build_time_s=session.build_time_s)
-            if self.meter is not None:
-                if self.idle_power_w is None:
-                    self.measure_idle()
-                chunk = max(1, int(0.05 / max(timing.mean_ms / 1e3, 1e-6)))
-                count = 0
-                self.meter.start()
-                start = time.monotonic()
-                while time.monotonic() - start < self.energy_seconds:
-                    session.run_untimed(chunk)
-                    count += chunk
-                reading = self.meter.stop()
-                idle = self.idle_power_w or 0.0
-                dynamic_mj = reading.energy_mj - idle * 1e3 * reading.duration_s
-                result.energy_mj = dynamic_mj / count
-                result.power_w = reading.power_w
-                result.idle_power_w = idle
-                result.energy_extra = {
-                    "energy_inferences": count, "energy_window_s": reading.duration_s,
-                    "energy_total_per_inference_mj": reading.energy_mj / count,
-                    **({"rails_mj_per_inference": {k: v / count for k, v in reading.rails_mj.items()}}
-                       if reading.rails_mj else {}),
-                }
+            return self._with_energy(session, run_protocol(session.run_once, self.protocol))
+
+    def measure_interleaved(self, models: Sequence[ModelToMeasure]) -> list[ModelResult]:
+        """Open every model, time them interleaved (:func:`~nni_hwaware.measure.protocol.run_interleaved`), then
+        meter each one's energy; results in the order given.
+
+        Every model of the window is open at once, so a window is as large as memory allows (tens of small
+        models, not hundreds).
+        """
+        with ExitStack() as stack:
+            sessions = [stack.enter_context(self.backend.open(model)) for model in models]
+            timings = run_interleaved([s.run_once for s in sessions], self.protocol)
+            return [self._with_energy(session, timing) for session, timing in zip(sessions, timings)]
+
+    def _with_energy(self, session: Any, timing: TimingResult) -> ModelResult:
+        """The result of a timed session, with its energy per inference where a meter exists."""
+        result = ModelResult(timing=timing, build_time_s=session.build_time_s)
+        if self.meter is None:
+            return result
+        if self.idle_power_w is None:
+            self.measure_idle()
+        chunk = max(1, int(0.05 / max(timing.mean_ms / 1e3, 1e-6)))
+        count = 0
+        self.meter.start()
+        start = time.monotonic()
+        while time.monotonic() - start < self.energy_seconds:
+            session.run_untimed(chunk)
+            count += chunk
+        reading = self.meter.stop()
+        idle = self.idle_power_w or 0.0
+        dynamic_mj = reading.energy_mj - idle * 1e3 * reading.duration_s
+        result.energy_mj = dynamic_mj / count
+        result.power_w = reading.power_w
+        result.idle_power_w = idle
+        result.energy_extra = {
+            "energy_inferences": count, "energy_window_s": reading.duration_s,
+            "energy_total_per_inference_mj": reading.energy_mj / count,
+            **({"rails_mj_per_inference": {k: v / count for k, v in reading.rails_mj.items()}}
+               if reading.rails_mj else {}),
+        }
         return result
 
     def to_measurement(self, result: ModelResult, *, space: str, arch_hash: str, arch_json: str, input_size: int,

@@ -171,3 +171,41 @@ def run_protocol(time_one_run: Callable[[], float], protocol: Protocol) -> Timin
             if stats.ci_half_width_ms <= protocol.ci_rel_width * stats.mean_ms:
                 return stats
     return trimmed_stats(samples, protocol.trim, protocol.confidence)
+
+
+def run_interleaved(time_fns: Sequence[Callable[[], float]], protocol: Protocol) -> list[TimingResult]:
+    """Time several models in rounds: each round times every model once, the order reversed every other round.
+
+    Slow drift of the machine (another job starting, clocks, caches) then hits every model of the window alike,
+    which is what lets reference models measured in the same window take it out again
+    (:mod:`nni_hwaware.measure.normalize`). Each model is warmed up first; the adaptive rule does not apply (every
+    model gets ``protocol.runs`` runs, so all share the same stretch of time).
+
+    Parameters
+    ----------
+    time_fns
+        One callable per model; each runs one inference and returns its duration in milliseconds.
+    protocol
+        Warm-up, runs and trim.
+
+    Returns
+    -------
+    list[TimingResult]
+        One per model, in the order given.
+
+    Examples
+    --------
+    >>> fast, slow = iter([1.0] * 40), iter([2.0] * 40)
+    >>> [r.mean_ms for r in run_interleaved([lambda: next(fast), lambda: next(slow)], Protocol(runs=30, warmup=5))]
+    [1.0, 2.0]
+    """
+    fns = list(time_fns)
+    for fn in fns:
+        for _ in range(protocol.warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    order = list(range(len(fns)))
+    for round_ in range(protocol.runs):
+        for i in (order if round_ % 2 == 0 else reversed(order)):
+            samples[i].append(float(fns[i]()))
+    return [trimmed_stats(s, protocol.trim, protocol.confidence) for s in samples]

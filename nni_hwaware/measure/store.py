@@ -48,8 +48,10 @@ if TYPE_CHECKING:
 
     from nni_hwaware.spaces import SearchSpace
 
-#: Version 2 added ``spaces.fingerprint`` (version-1 stores are migrated when opened for writing).
-SCHEMA_VERSION = 2
+#: Version 2 added ``spaces.fingerprint``; version 3 the raw and the normalized latency
+#: (``measurements.latency_raw_ms``, ``normalization``; ``qc_checks.factor``). Older stores are migrated when
+#: opened for writing and read as they are.
+SCHEMA_VERSION = 3
 ONNX_SPACE = "onnx"  # pseudo-space of ONNX files measured as they are
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _FINGERPRINT_RE = re.compile(r"[0-9a-f]{16}")
@@ -108,6 +110,8 @@ CREATE TABLE IF NOT EXISTS measurements (
     attempt INTEGER NOT NULL DEFAULT 1,
     extra TEXT,
     measured_at REAL NOT NULL,
+    latency_raw_ms REAL,
+    normalization TEXT,
     UNIQUE (arch_id, device_id, backend, precision, input_size, batch_size)
 );
 CREATE INDEX IF NOT EXISTS measurements_campaign ON measurements(campaign, qc_status);
@@ -119,7 +123,8 @@ CREATE TABLE IF NOT EXISTS measurement_history (
     batch_size INTEGER, latency_ms REAL, latency_std_ms REAL, latency_median_ms REAL, latency_min_ms REAL,
     ci_half_width_ms REAL, runs INTEGER, warmup INTEGER, trim REAL, adaptive INTEGER, threads INTEGER,
     energy_mj REAL, power_w REAL, idle_power_w REAL, energy_meter TEXT, build_time_s REAL, outlier INTEGER,
-    qc_status TEXT, campaign TEXT, attempt INTEGER, extra TEXT, measured_at REAL
+    qc_status TEXT, campaign TEXT, attempt INTEGER, extra TEXT, measured_at REAL, latency_raw_ms REAL,
+    normalization TEXT
 );
 CREATE TABLE IF NOT EXISTS campaigns (
     id TEXT PRIMARY KEY,
@@ -143,7 +148,8 @@ CREATE TABLE IF NOT EXISTS qc_checks (
     baseline_ms REAL,
     drift REAL,
     ok INTEGER NOT NULL,
-    checked_at REAL NOT NULL
+    checked_at REAL NOT NULL,
+    factor REAL
 );
 CREATE INDEX IF NOT EXISTS qc_checks_campaign ON qc_checks(campaign, check_index);
 """
@@ -151,8 +157,18 @@ CREATE INDEX IF NOT EXISTS qc_checks_campaign ON qc_checks(campaign, check_index
 _MEASUREMENT_COLUMNS = (
     "latency_ms", "latency_std_ms", "latency_median_ms", "latency_min_ms", "ci_half_width_ms", "runs", "warmup",
     "trim", "adaptive", "threads", "energy_mj", "power_w", "idle_power_w", "energy_meter", "build_time_s",
-    "outlier", "qc_status", "campaign", "attempt", "extra", "measured_at",
+    "outlier", "qc_status", "campaign", "attempt", "extra", "measured_at", "latency_raw_ms", "normalization",
 )
+#: Columns added after version 1, per table, with the schema version that added them: a store older than that
+#: gets them by ``ALTER TABLE`` (appended, so ``measurement_history`` keeps the column order of ``measurements``)
+#: and is read without them.
+_ADDED_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
+    "spaces": (("fingerprint", "TEXT", 2),),
+    "measurements": (("latency_raw_ms", "REAL", 3), ("normalization", "TEXT", 3)),
+    "measurement_history": (("latency_raw_ms", "REAL", 3), ("normalization", "TEXT", 3)),
+    "qc_checks": (("factor", "REAL", 3),),
+}
+_LATER_COLUMNS = {table: frozenset(name for name, _, _ in added) for table, added in _ADDED_COLUMNS.items()}
 
 
 @dataclass
@@ -172,7 +188,7 @@ class Measurement:
     backend, precision, input_size, batch_size
         What was measured how.
     latency_ms
-        Trimmed mean latency.
+        Trimmed mean latency; normalized to the references' baseline where ``normalization`` says so.
     latency_std_ms
         Standard deviation of the kept runs.
     runs
@@ -181,6 +197,10 @@ class Measurement:
         Energy per inference above idle in mJ, ``None`` where no meter exists.
     extra
         Anything else worth keeping (protocol, rails, ...), JSON-able.
+    latency_raw_ms
+        The trimmed mean as timed, before normalization (``None``: not normalized, ``latency_ms`` is raw).
+    normalization
+        How ``latency_ms`` was normalized (:mod:`nni_hwaware.measure.normalize`), ``None`` when it was not.
     """
 
     space: str
@@ -212,6 +232,13 @@ class Measurement:
     attempt: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     measured_at: float = field(default_factory=time.time)
+    latency_raw_ms: float | None = None
+    normalization: dict[str, Any] | None = None
+
+    @property
+    def timed_ms(self) -> float:
+        """The latency as timed (raw), whether or not ``latency_ms`` was normalized."""
+        return self.latency_raw_ms if self.latency_raw_ms is not None else self.latency_ms
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (used to report trial results to NNI)."""
@@ -406,7 +433,7 @@ def inspect_database(conn: sqlite3.Connection, path: Path) -> int | None:
                                f"{', '.join(sorted(tables)[:6])}); give another database file")
         for table, columns in expected.items():
             have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-            lacking = columns - have - ({"fingerprint"} if table == "spaces" else set())
+            lacking = columns - have - _LATER_COLUMNS.get(table, frozenset())
             if lacking:
                 raise HwAwareError(f"{path} is an SQLite database of another program (table {table} lacks "
                                    f"{', '.join(sorted(lacking)[:4])}); give another database file")
@@ -458,6 +485,7 @@ class MeasurementStore:
         # space row id -> (name, fingerprint), committed rows only (rows are never deleted, ids only grow)
         self._spaces_seen: dict[int, tuple[str, str]] = {}
         self._has_fingerprint_column = True
+        self._has_raw_columns = True  # version 3: latency_raw_ms, normalization
         self._conn = self._connect()
 
     # ------------------------------------------------------------------------------------------ opening
@@ -492,6 +520,7 @@ class MeasurementStore:
                                        "into it first")
                 snapshot.row_factory = sqlite3.Row
                 self._has_fingerprint_column = version >= 2
+                self._has_raw_columns = version >= 3
                 return snapshot
         except BaseException:
             snapshot.close()
@@ -540,17 +569,23 @@ class MeasurementStore:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
-        """Version 1 -> 2: add ``spaces.fingerprint``, computed from the stored space texts (one transaction)."""
+        """Bring an older store to this version in one transaction: add the later columns; version 1 -> 2 also
+        computes ``spaces.fingerprint`` from the stored space texts."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
-            if version < 2:  # another process may have migrated it while this one waited for the lock
-                if "fingerprint" not in {r[1] for r in conn.execute("PRAGMA table_info(spaces)")}:
-                    conn.execute("ALTER TABLE spaces ADD COLUMN fingerprint TEXT")
+            # another process may have migrated it while this one waited for the lock
+            for table, added in _ADDED_COLUMNS.items():
+                have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                for name, kind, since in added:
+                    if version < since and name not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            if version < 2:
                 rows = conn.execute("SELECT id, name, space_hash, space_text FROM spaces").fetchall()
                 for row in rows:
                     fingerprint = _fingerprint_of_text(row["name"], row["space_text"]) or row["space_hash"]
                     conn.execute("UPDATE spaces SET fingerprint=? WHERE id=?", (fingerprint, row["id"]))
+            if version < SCHEMA_VERSION:
                 conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
         except BaseException:
@@ -779,7 +814,8 @@ class MeasurementStore:
     @staticmethod
     def _row_values(m: Measurement) -> list[Any]:
         row = {**asdict(m), "adaptive": int(m.adaptive), "outlier": int(m.outlier),
-               "extra": json.dumps(m.extra, sort_keys=True, default=str) if m.extra else None}
+               "extra": json.dumps(m.extra, sort_keys=True, default=str) if m.extra else None,
+               "normalization": json.dumps(m.normalization, sort_keys=True) if m.normalization else None}
         return [row[c] for c in _MEASUREMENT_COLUMNS]
 
     @_sqlite_errors_as_hwaware
@@ -878,7 +914,8 @@ class MeasurementStore:
         Columns: ``space, space_fingerprint, arch, arch_hash, device, device_description, backend,
         backend_version, precision, threads, input_size, batch_size, latency_ms, latency_std_ms,
         latency_median_ms, runs, energy_mj, power_w, build_time_s, outlier, qc_status, attempt, campaign,
-        measured_at``. ``space`` may be a :class:`SearchSpace`, a name or a fingerprint (see :meth:`space_ids`).
+        measured_at, latency_raw_ms, normalization``. ``latency_ms`` is normalized where ``normalization`` names
+        how (then ``latency_raw_ms`` is the figure as timed); elsewhere both are the figure as timed. ``space`` may be a :class:`SearchSpace`, a name or a fingerprint (see :meth:`space_ids`).
 
         Examples
         --------
@@ -898,19 +935,22 @@ class MeasurementStore:
             "SELECT s.name AS space, a.space_id, a.arch_json AS arch, a.arch_hash, d.device_key AS device, "
             "d.description AS device_description, m.backend, m.precision, m.threads, m.input_size, m.batch_size, "
             "m.latency_ms, m.latency_std_ms, m.latency_median_ms, m.runs, m.energy_mj, m.power_w, m.build_time_s, "
-            "m.outlier, m.qc_status, m.attempt, m.campaign, m.measured_at "
-            "FROM measurements m JOIN architectures a ON a.id = m.arch_id JOIN spaces s ON s.id = a.space_id "
+            "m.outlier, m.qc_status, m.attempt, m.campaign, m.measured_at, "
+            + ("m.latency_raw_ms, m.normalization " if self._has_raw_columns else "NULL, NULL ")
+            + "FROM measurements m JOIN architectures a ON a.id = m.arch_id JOIN spaces s ON s.id = a.space_id "
             f"JOIN devices d ON d.id = m.device_id WHERE {where} ORDER BY m.id", params).fetchall()
         columns = ["space", "space_fingerprint", "arch", "arch_hash", "device", "device_description", "backend",
                    "precision", "threads", "input_size", "batch_size", "latency_ms", "latency_std_ms",
                    "latency_median_ms", "runs", "energy_mj", "power_w", "build_time_s", "outlier", "qc_status",
-                   "attempt", "campaign", "measured_at"]
+                   "attempt", "campaign", "measured_at", "latency_raw_ms", "normalization"]
         spaces = self._spaces() if rows else {}
         df = pd.DataFrame([(r[0], spaces.get(r[1], ("", None))[1], *tuple(r)[2:]) for r in rows], columns=columns)
         df.insert(columns.index("precision"), "backend_version",
                   [_json_object(d).get("backend_version") for d in df["device_description"]])
         df["outlier"] = df["outlier"].astype(bool)
         df["energy_mj"] = df["energy_mj"].astype(float)
+        df["latency_raw_ms"] = df["latency_raw_ms"].astype(float).fillna(df["latency_ms"])
+        df["normalization"] = [_json_object(n).get("method") for n in df["normalization"]]
         return df
 
     # ------------------------------------------------------------------------------ campaigns and QC
@@ -935,7 +975,7 @@ class MeasurementStore:
     def add_qc_check(self, campaign: str, check_index: int, models_done: int, results: list[dict[str, Any]],
                      *, space: SearchSpace, device: Any, backend: str, precision: str, input_size: int) -> None:
         """Store one QC check: ``results`` holds per reference ``arch_hash, arch_json, latency_ms,
-        latency_std_ms, baseline_ms, drift, ok``; all in one transaction."""
+        latency_std_ms, baseline_ms, drift, ok`` and, for a normalized window, ``factor``; one transaction."""
         with self.transaction() as conn:
             sid = self.space_id(space, conn=conn)
             did = self.device_id(device, conn=conn)
@@ -943,11 +983,11 @@ class MeasurementStore:
                 arch_id = self._arch_id(conn, sid, r["arch_hash"], r["arch_json"])
                 conn.execute(
                     "INSERT INTO qc_checks (campaign, check_index, models_done, arch_id, device_id, backend, precision,"
-                    " input_size, latency_ms, latency_std_ms, baseline_ms, drift, ok, checked_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " input_size, latency_ms, latency_std_ms, baseline_ms, drift, ok, checked_at, factor) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (campaign, check_index, models_done, arch_id, did, backend, precision, input_size,
                      r["latency_ms"], r.get("latency_std_ms"), r.get("baseline_ms"), r.get("drift"),
-                     int(bool(r["ok"])), time.time()))
+                     int(bool(r["ok"])), time.time(), r.get("factor")))
 
     @_sqlite_errors_as_hwaware
     def qc_checks(self, campaign: str) -> list[dict[str, Any]]:
@@ -965,6 +1005,26 @@ class MeasurementStore:
             "WHERE q.campaign=? AND q.check_index = (SELECT min(check_index) FROM qc_checks WHERE campaign=?)",
             (campaign, campaign))
         return {r[0]: float(r[1]) for r in rows}
+
+    @_sqlite_errors_as_hwaware
+    def reference_baseline(self, space: SearchSpace | str, device: Any, backend: str, input_size: int, *,
+                           precision: str = "fp32") -> dict[str, float]:
+        """The device's baseline of each reference model: its latency at its first check on this device, backend,
+        precision and input size, whatever the campaign.
+
+        Normalized latencies of every campaign on a device are expressed at this one speed, so two campaigns
+        measured at different times give comparable figures.
+        """
+        space_ids = self._space_ids_for(space) or []
+        did = self.device_id(device, create=False)
+        if did is None or not space_ids:
+            return {}
+        rows = self._conn.execute(
+            "SELECT a.arch_hash, q.latency_ms FROM qc_checks q JOIN architectures a ON a.id = q.arch_id "
+            f"WHERE a.space_id IN ({','.join('?' * len(space_ids))}) AND q.device_id=? AND q.backend=? "
+            "AND q.precision=? AND q.input_size=? ORDER BY q.id DESC",
+            (*space_ids, did, backend, precision, input_size))
+        return {r[0]: float(r[1]) for r in rows}  # ordered newest first, so the oldest check wins
 
     @_sqlite_errors_as_hwaware
     def next_check_index(self, campaign: str) -> int:
@@ -1195,4 +1255,5 @@ def _row_to_measurement(row: sqlite3.Row) -> Measurement:
     data["adaptive"] = bool(data["adaptive"])
     data["outlier"] = bool(data["outlier"])
     data["extra"] = _json_object(data.get("extra"))
+    data["normalization"] = _json_object(data.get("normalization")) or None
     return Measurement.from_dict(data)
