@@ -77,3 +77,12 @@ def test_campaigns_on_one_device_share_the_reference_baseline(tmp_path):
         factor = next(c["factor"] for c in checks if c["check_index"] == m.normalization["check"])
         assert m.latency_ms == pytest.approx(m.timed_ms / factor)
     store.close()
+
+
+def test_adaptive_interleaved_rounds_stop_when_every_model_is_precise_enough():
+    steady = iter([1.0] * 500)
+    noisy = iter([1.0, 3.0] * 250)  # never within 1 %: keeps the whole window going
+    protocol = Protocol(runs=100, warmup=0, adaptive=True, min_runs=20, ci_rel_width=0.01)
+    assert [r.runs for r in run_interleaved([lambda: next(steady)], protocol)] == [20]
+    steady = iter([1.0] * 500)
+    assert [r.runs for r in run_interleaved([lambda: next(steady), lambda: next(noisy)], protocol)] == [100, 100]

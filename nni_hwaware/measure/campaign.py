@@ -133,6 +133,9 @@ class Campaign:
     window
         Models per interleaved, normalized window (0, no references, or a measurer that cannot interleave such
         as a remote device: one model at a time, checked every ``qc_every`` models).
+    remeasure
+        Measure every architecture, stored or not (the stored figures go to the history): the same models at
+        another time, as a noise-floor study does.
 
     Examples
     --------
@@ -146,14 +149,14 @@ class Campaign:
     >>> report = Campaign(space, sample_architectures(space, 4, seed=1), measurer, store, input_size=16,
     ...                   window=2).run()
     >>> report.measured, len(report.checks), store.measurements()[0][1].normalization["method"]
-    (4, 2, 'reference-window')
+    (4, 3, 'reference-window')
     """
 
     def __init__(self, space: Any, archs: Sequence[dict], measurer: Measurer, store: MeasurementStore, *,
                  input_size: int, definition: dict[str, Any] | None = None, qc_every: int = 50,
                  references: int = DEFAULT_REFERENCES, drift_threshold: float = DEFAULT_DRIFT,
                  max_remeasure_rounds: int = 2, progress: Progress | None = None,
-                 window: int = DEFAULT_WINDOW) -> None:
+                 window: int = DEFAULT_WINDOW, remeasure: bool = False) -> None:
         check_quality_control(qc_every, references, drift_threshold, window)
         self.space = space
         self.archs = [space.validate(a) for a in archs]
@@ -164,9 +167,10 @@ class Campaign:
         self.drift_threshold = drift_threshold
         self.max_remeasure_rounds = max_remeasure_rounds
         self.progress = progress
+        self.remeasure = remeasure
         self.references = reference_architectures(space, references) if qc_every > 0 and references > 0 else []
         self._reference_models: dict[str, Any] = {}
-        self.window = window if self.references and hasattr(measurer, "measure_interleaved") else 0
+        self.window = window if self.references and getattr(measurer, "interleaves", False) else 0
         self.definition = {
             **(definition or {}), "space": space.name, "space_hash": text_hash(space_text(space)),
             "input_size": input_size, "device": measurer.device_key, "backend": measurer.backend.name,
@@ -181,8 +185,8 @@ class Campaign:
         store, m = self.store, self.measurer
         store.start_campaign(self.id, {**self.definition, "qc_every": self.qc_every,
                                        "protocol": m.protocol.to_dict()})
-        done = store.measured_hashes(self.space, m.device_key, m.backend.name, self.input_size,
-                                     precision=m.backend.precision)
+        done = set() if self.remeasure else store.measured_hashes(
+            self.space, m.device_key, m.backend.name, self.input_size, precision=m.backend.precision)
         todo = [a for a in self.archs if self.space.arch_hash(a) not in done]
         self.report.skipped = len(self.archs) - len(todo)
         if self.progress:
@@ -191,8 +195,8 @@ class Campaign:
                                  if self.report.skipped else "")
         pending = store.measurements(campaign=self.id, qc_status="unchecked")
         if self.window:
-            self._run_windows([json.loads(m.arch_json) for _, m in pending], replace=True)
-            self._run_windows(todo, replace=False)
+            self._run_windows([json.loads(m.arch_json) for _, m in pending], replace=True, new=False)
+            self._run_windows(todo, replace=self.remeasure, new=True)
             store.finish_campaign(self.id)
             return self.report
         if self.references and (todo or pending):  # a finished campaign needs no new check
@@ -218,13 +222,14 @@ class Campaign:
         return self.report
 
     # ------------------------------------------------------------------------ interleaved, normalized windows
-    def _run_windows(self, archs: list[dict], *, replace: bool) -> None:
-        """Measure ``archs`` window by window; ``replace``: they are stored already (unchecked), measure again."""
+    def _run_windows(self, archs: list[dict], *, replace: bool, new: bool) -> None:
+        """Measure ``archs`` window by window; ``replace``: they may be stored already, measure them again;
+        ``new``: they count as measured by this run (not models of an interrupted run checked again)."""
         if archs and not self._device_baseline():
             self._measure_baseline()
         for start in range(0, len(archs), self.window):
             for measurement in self._measure_window(archs[start:start + self.window], replace=replace):
-                if not replace:
+                if new:
                     self.report.measured += 1
                 if self.progress:
                     self.progress.update(self.report.skipped + self.report.measured, last_ms=measurement.latency_ms)
@@ -248,7 +253,8 @@ class Campaign:
                                100 * self.drift_threshold, round_, len(archs))
                 self.report.drift_flagged += len(archs)
             stored = [self._record(arch, result, remeasure=replace or round_ > 0,
-                                   normalization=(normalization, index), qc_status="ok" if ok else "drift")
+                                   normalization=(normalization, index), qc_status="ok" if ok else "drift",
+                                   reason="qc drift" if round_ or not self.remeasure else "remeasured")
                       for arch, result in zip(archs, results)]
             if round_:
                 self.report.remeasured += len(archs)
@@ -307,19 +313,19 @@ class Campaign:
         """
         m = self.measurer
         if len(archs) == 1 or not hasattr(m, "measure_many"):
-            return [self._measure(arch) for arch in archs]
+            return [self._measure(arch, remeasure=self.remeasure, reason="remeasured") for arch in archs]
         models = [measurer_model(m, self.space, arch, self.input_size) for arch in archs]
-        return [self._record(archs[position], result)
+        return [self._record(archs[position], result, remeasure=self.remeasure, reason="remeasured")
                 for position, result in m.measure_many(models)]  # type: ignore[attr-defined]
 
-    def _measure(self, arch: dict, *, remeasure: bool = False) -> Measurement:
+    def _measure(self, arch: dict, *, remeasure: bool = False, reason: str = "qc drift") -> Measurement:
         m = self.measurer
         result = m.measure(measurer_model(m, self.space, arch, self.input_size))
-        return self._record(arch, result, remeasure=remeasure)
+        return self._record(arch, result, remeasure=remeasure, reason=reason)
 
     def _record(self, arch: dict, result: ModelResult, *, remeasure: bool = False,
                 normalization: tuple[WindowNormalization, int] | None = None,
-                qc_status: str = "unchecked") -> Measurement:
+                qc_status: str = "unchecked", reason: str = "qc drift") -> Measurement:
         m = self.measurer
         measurement = m.to_measurement(result, space=self.space.name, arch_hash=self.space.arch_hash(arch),
                                        arch_json=self.space.canonical_json(arch), input_size=self.input_size,
@@ -328,7 +334,7 @@ class Campaign:
         if normalization is not None:
             normalize_measurement(measurement, *normalization, references=len(self.references))
         self.store.add_measurement(measurement, space=self.space, device_description=m.device_description,
-                                   replace=remeasure, reason="qc drift")
+                                   replace=remeasure, reason=reason)
         self.report.runs_done += measurement.runs
         self.report.runs_max += max(m.protocol.runs, measurement.runs)
         self.report.outliers += int(measurement.outlier)

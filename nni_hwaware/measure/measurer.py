@@ -71,6 +71,8 @@ class Measurer:
 
     #: ONNX opset architectures are exported at for this measurer (``None``: the package's default)
     onnx_opset: int | None = None
+    #: whether :meth:`measure_interleaved` can time several models at once here (a campaign's windows need it)
+    interleaves: bool = True
 
     def __init__(self, backend: Backend, protocol: Protocol | None = None, meter: EnergyMeter | None = None, *,
                  energy_seconds: float = 2.0, idle_seconds: float = 2.0,

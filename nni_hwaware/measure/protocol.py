@@ -178,8 +178,9 @@ def run_interleaved(time_fns: Sequence[Callable[[], float]], protocol: Protocol)
 
     Slow drift of the machine (another job starting, clocks, caches) then hits every model of the window alike,
     which is what lets reference models measured in the same window take it out again
-    (:mod:`nni_hwaware.measure.normalize`). Each model is warmed up first; the adaptive rule does not apply (every
-    model gets ``protocol.runs`` runs, so all share the same stretch of time).
+    (:mod:`nni_hwaware.measure.normalize`). Each model is warmed up first. Every model gets the same number of
+    runs, so all share the same stretch of time; in adaptive mode the rounds stop once *every* model's interval
+    is narrow enough.
 
     Parameters
     ----------
@@ -208,4 +209,10 @@ def run_interleaved(time_fns: Sequence[Callable[[], float]], protocol: Protocol)
     for round_ in range(protocol.runs):
         for i in (order if round_ % 2 == 0 else reversed(order)):
             samples[i].append(float(fns[i]()))
+        done = round_ + 1
+        if (protocol.adaptive and done >= protocol.min_runs and done < protocol.runs
+                and (done - protocol.min_runs) % protocol.check_every == 0):
+            stats = [trimmed_stats(s, protocol.trim, protocol.confidence) for s in samples]
+            if all(r.ci_half_width_ms <= protocol.ci_rel_width * r.mean_ms for r in stats):
+                return stats
     return [trimmed_stats(s, protocol.trim, protocol.confidence) for s in samples]

@@ -618,6 +618,10 @@ class RemoteMeasurer(Measurer):
     'esm'
     """
 
+    #: the agent times one model per request, so a campaign measures one model at a time on a remote device
+    interleaves = False
+
+
     def __init__(self, urls: str | Sequence[str], backend: str = "onnxruntime", *, threads: int = 1,
                  precision: str = "fp32", protocol: Any = None, energy: str = "auto", energy_seconds: float = 2.0,
                  idle_seconds: float = 2.0, tegrastats_interval_ms: int = 1000, token_file: str | None = None,
