@@ -76,6 +76,12 @@ def test_campaigns_on_one_device_share_the_reference_baseline(tmp_path):
         checks = store.qc_checks(m.campaign)
         factor = next(c["factor"] for c in checks if c["check_index"] == m.normalization["check"])
         assert m.latency_ms == pytest.approx(m.timed_ms / factor)
+    # the same models again at another time: every one measured anew, the earlier figures kept in the history
+    again = Campaign(space, sample_architectures(space, 3, seed=1), measurer, store, input_size=16, window=2,
+                     drift_threshold=10.0, definition={"seed": 1, "round": 2}, remeasure=True).run()
+    assert again.measured == 3 and again.skipped == 0
+    reasons = [r[0] for r in store._conn.execute("SELECT reason FROM measurement_history")]
+    assert reasons == ["remeasured"] * 3
     store.close()
 
 
