@@ -1008,9 +1008,9 @@ class MeasurementStore:
 
     @_sqlite_errors_as_hwaware
     def reference_baseline(self, space: SearchSpace | str, device: Any, backend: str, input_size: int, *,
-                           precision: str = "fp32") -> dict[str, float]:
+                           precision: str = "fp32", latest: bool = False) -> dict[str, float]:
         """The device's baseline of each reference model: its latency at its first check on this device, backend,
-        precision and input size, whatever the campaign.
+        precision and input size, whatever the campaign (``latest``: at its most recent check instead).
 
         Normalized latencies of every campaign on a device are expressed at this one speed, so two campaigns
         measured at different times give comparable figures.
@@ -1022,9 +1022,9 @@ class MeasurementStore:
         rows = self._conn.execute(
             "SELECT a.arch_hash, q.latency_ms FROM qc_checks q JOIN architectures a ON a.id = q.arch_id "
             f"WHERE a.space_id IN ({','.join('?' * len(space_ids))}) AND q.device_id=? AND q.backend=? "
-            "AND q.precision=? AND q.input_size=? ORDER BY q.id DESC",
+            f"AND q.precision=? AND q.input_size=? ORDER BY q.id {'ASC' if latest else 'DESC'}",
             (*space_ids, did, backend, precision, input_size))
-        return {r[0]: float(r[1]) for r in rows}  # ordered newest first, so the oldest check wins
+        return {r[0]: float(r[1]) for r in rows}  # the last row of each reference wins
 
     @_sqlite_errors_as_hwaware
     def next_check_index(self, campaign: str) -> int:
