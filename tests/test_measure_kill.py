@@ -16,7 +16,8 @@ from nni_hwaware.spaces import load_space, sample_architectures
 
 N = 8
 ARGS = ["measure", "--space", "mobilenetv3", "--n", str(N), "--seed", "7", "--input-size", "16", "--runs", "40",
-        "--warmup", "2", "--energy", "none", "--qc-every", "4", "--qc-references", "1", "--drift", "0.5"]
+        "--warmup", "2", "--energy", "none", "--qc-every", "4", "--qc-references", "1", "--drift", "0.5",
+        "--window", "2"]
 
 
 def _rows(db) -> int:

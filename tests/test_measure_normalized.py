@@ -58,12 +58,12 @@ def test_window_setting_is_checked_in_one_line():
 
 @pytest.mark.slow  # two small campaigns of real onnxruntime measurements
 def test_campaigns_on_one_device_share_the_reference_baseline(tmp_path):
-    space = load_space("resnet")
-    measurer = make_measurer("onnxruntime", energy="none", protocol=Protocol(runs=15, warmup=2))
+    space = load_space("mobilenetv3")
+    measurer = make_measurer("onnxruntime", energy="none", protocol=Protocol(runs=10, warmup=2))
     store = MeasurementStore(tmp_path / "m.db")
-    first = Campaign(space, sample_architectures(space, 3, seed=1), measurer, store, input_size=16, window=2,
+    first = Campaign(space, sample_architectures(space, 3, seed=1), measurer, store, input_size=8, window=2,
                      drift_threshold=10.0, definition={"seed": 1}).run()
-    second = Campaign(space, sample_architectures(space, 2, seed=2), measurer, store, input_size=16, window=2,
+    second = Campaign(space, sample_architectures(space, 2, seed=2), measurer, store, input_size=8, window=2,
                       drift_threshold=10.0, definition={"seed": 2}).run()
     assert first.campaign != second.campaign
     base = {c["arch_hash"]: c["latency_ms"] for c in store.qc_checks(first.campaign) if c["check_index"] == 0}
@@ -77,7 +77,7 @@ def test_campaigns_on_one_device_share_the_reference_baseline(tmp_path):
         factor = next(c["factor"] for c in checks if c["check_index"] == m.normalization["check"])
         assert m.latency_ms == pytest.approx(m.timed_ms / factor)
     # the same models again at another time: every one measured anew, the earlier figures kept in the history
-    again = Campaign(space, sample_architectures(space, 3, seed=1), measurer, store, input_size=16, window=2,
+    again = Campaign(space, sample_architectures(space, 3, seed=1), measurer, store, input_size=8, window=2,
                      drift_threshold=10.0, definition={"seed": 1, "round": 2}, remeasure=True).run()
     assert again.measured == 3 and again.skipped == 0
     reasons = [r[0] for r in store._conn.execute("SELECT reason FROM measurement_history")]

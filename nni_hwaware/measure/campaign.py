@@ -145,10 +145,10 @@ class Campaign:
     >>> from nni_hwaware.measure.protocol import Protocol
     >>> from nni_hwaware.measure.runner import make_measurer
     >>> from nni_hwaware.spaces import load_space, sample_architectures
-    >>> space = load_space("resnet")
+    >>> space = load_space("mobilenetv3")
     >>> measurer = make_measurer("onnxruntime", energy="none", protocol=Protocol(runs=10, warmup=2))
     >>> store = MeasurementStore(os.path.join(tempfile.mkdtemp(), "m.db"))
-    >>> report = Campaign(space, sample_architectures(space, 4, seed=1), measurer, store, input_size=16,
+    >>> report = Campaign(space, sample_architectures(space, 4, seed=1), measurer, store, input_size=8,
     ...                   window=2, drift_threshold=10.0).run()  # 10 runs are too few for a 3 % check
     >>> report.measured, len(report.checks), store.measurements()[0][1].normalization["method"]
     (4, 3, 'reference-window')
