@@ -305,6 +305,8 @@ MEASURE_NUMBERS = [
     (["--drift", "-0.1"], "--drift must be a positive finite number"),
     (["--drift", "nan"], "--drift must be a positive finite number"),
     (["--drift", "inf"], "--drift must be a positive finite number"),
+    (["--window", "101"], "--window must be an integer from 0"),
+    (["--window", "-1"], "--window must be an integer from 0"),
     (["--energy-seconds", "0"], "--energy-seconds must be a positive finite number"),
     (["--energy-seconds", "nan"], "--energy-seconds must be a positive finite number"),
     (["--energy-seconds", "-3"], "--energy-seconds must be a positive finite number"),
